@@ -1,0 +1,35 @@
+# One-command setup, tests and demo. Everything runs offline from the repo's own .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_USAGE_STATS_REPORT_URL := http://127.0.0.1:9/
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-fast demo clean
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c "import torch, diffusers, open_clip, cleanfid, ray, mlflow; print('setup ok: torch', torch.__version__, '| ray', ray.__version__, '| mlflow', mlflow.__version__)"
+	touch $@
+
+# The whole suite, slow end-to-end tests (real Ray head, MLflow server, pocket models) included.
+test: setup
+	$(BIN)/python -m pytest -q
+
+# Everything but the slow end-to-end tests.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	$(BIN)/python -m pocket.demo
+
+clean:
+	rm -rf runs mlruns .pytest_cache

@@ -1,0 +1,1 @@
+"""Evaluation: fixed-latent sampling, FID/KID, CLIP score, diversity, MLflow reporting, the table."""

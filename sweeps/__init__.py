@@ -1,0 +1,1 @@
+"""Sweeps: sweep files, their expansion into Ray Tune trials, and the launcher."""

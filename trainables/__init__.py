@@ -1,0 +1,1 @@
+"""Trainables: generators, guidance, the adaptation loop and its Ray Tune shell."""

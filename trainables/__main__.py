@@ -1,0 +1,53 @@
+"""`python -m trainables adapt --config FILE.yaml [--set key=value ...] [--resume auto|DIR]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainables", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("adapt", help="adapt a generator to a text prompt (StyleGAN-Fusion or StyleGAN-NADA)")
+    a.add_argument("--config", required=True, help="YAML adaptation config (fields: trainables/config.py)")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field by dotted path, e.g. --set guidance.cfg_scale=7.5 (repeatable)")
+    a.add_argument("--resume", default=None, metavar="auto|DIR",
+                   help="continue from a checkpoint dir, or 'auto' for the newest one in output_dir/checkpoints")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--print-config", action="store_true", help="print the validated config and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .config_io import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        return 0
+
+    from .checkpointing import latest_checkpoint
+    from .loop import adapt
+
+    resume = args.resume
+    if resume == "auto":
+        resume = latest_checkpoint(Path(cfg.output_dir))
+        print(f"resuming from {resume}" if resume else "no checkpoint found; starting from step 0", file=sys.stderr)
+    result = adapt(cfg, resume_from=resume, progress=not args.quiet)
+    print(f"adapted generator: {result.generator_path}")
+    print(f"final grid (top: source, bottom: adapted): {result.final_grid_path}")
+    print(f"step metrics: {result.output_dir / 'metrics.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

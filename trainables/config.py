@@ -1,0 +1,161 @@
+"""Typed adaptation config: every knob is a field a sweep can address by dotted path.
+
+One `AdaptConfig` describes one adaptation run (one Ray Tune trial). Sweep axes are dotted paths into
+this model (`guidance.cfg_scale`, `reg.directional.weight`, `method`, `seed`), so every field here is a
+sweep axis. Defaults are the paper's (`../shared/paper.md`); the pocket world overrides them in its
+YAML files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class _Strict(BaseModel):
+    """Base: unknown fields are errors (a typo in a sweep file must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorConfig(_Strict):
+    kind: Literal["stylegan2"] = "stylegan2"          # generator family (EG3D joins later)
+    checkpoint: str = Field(..., min_length=1)        # .pt (rosinality), .pkl (NVlabs) or NVlabs state dict
+
+
+class DiffusionGuidanceConfig(_Strict):
+    """StyleGAN-Fusion's critic: score distillation from a Stable-Diffusion-layout model."""
+
+    model: str = "CompVis/stable-diffusion-v1-4"              # diffusers dir or hub id (VAE, UNet, scheduler)
+    text_encoder: str | None = "openai/clip-vit-large-patch14"  # separate text encoder+tokenizer ref; None = model's own
+    negative_prompt: str = ""                                 # unconditional branch of CFG
+    cfg_scale: float = Field(100.0, ge=0)                     # s in eps_u + s (eps_c - eps_u)
+    t_min: int = Field(10, ge=1, le=999)                      # t ~ U{t_min..t_max}, inclusive
+    t_max: int = Field(500, ge=1, le=999)
+    weighting: Literal["sds", "uniform"] = "sds"              # w(t) = 1 - alpha_bar_t, or 1
+    latent_grad_clamp: float | None = Field(1.0, gt=0)        # clamp grad_z to [-c, c]; None = off
+    image_clamp_quantile: float | None = Field(0.95, gt=0, le=1)  # per-sample |grad_x| quantile clamp; None = off
+    rescale_noise: bool = False                               # x * sqrt(CHW) / ||x|| on eps_hat and eps
+    image_size: int = Field(512, ge=8)                        # generator output resized (bilinear) to this
+    grad_scale: float = Field(1.0, gt=0)                      # multiplies every injected gradient (EG3D: 0.01)
+    precision: Precision = "fp32"                             # frozen VAE/UNet/text encoder precision
+    engine: Literal["reference", "fast"] = "fast"             # same quantities; see docs/engine.md
+
+    @model_validator(mode="after")
+    def _t_range(self) -> "DiffusionGuidanceConfig":
+        if self.t_min > self.t_max:
+            raise ValueError(f"t_min ({self.t_min}) must be <= t_max ({self.t_max})")
+        return self
+
+
+class ClipModelRef(_Strict):
+    name: str = "ViT-B-32"          # open_clip model name (or a registered custom config)
+    pretrained: str = "openai"      # open_clip tag or a local state-dict path
+    weight: float = Field(1.0, ge=0)
+
+
+class NadaConfig(_Strict):
+    """StyleGAN-NADA's critic: directional CLIP loss."""
+
+    clip_models: list[ClipModelRef] = Field(
+        default_factory=lambda: [ClipModelRef(name="ViT-B-32"), ClipModelRef(name="ViT-B-16")], min_length=1
+    )
+    templates: Literal["imagenet", "none"] = "imagenet"  # 79 ImageNet templates (open_clip ships them)
+    precision: Precision = "fp32"
+
+
+class DirectionalReg(_Strict):
+    weight: float = Field(0.0, ge=0)    # 0 = off
+    rescale: bool = False               # rescale both predictions before differencing
+
+
+class ReconstructionReg(_Strict):
+    weight: float = Field(0.0, ge=0)
+
+
+class LpipsReg(_Strict):
+    weight: float = Field(0.0, ge=0)
+    scale: float = 2000.0               # the paper's code multiplies LPIPS by 2000 * weight
+    net: Literal["vgg", "alex", "squeeze"] = "vgg"
+
+
+class RegularizerConfig(_Strict):
+    directional: DirectionalReg = Field(default_factory=DirectionalReg)
+    reconstruction: ReconstructionReg = Field(default_factory=ReconstructionReg)
+    lpips: LpipsReg = Field(default_factory=LpipsReg)
+
+
+class LayerSelectionConfig(_Strict):
+    k: int = Field(0, ge=0)             # 0 = off: train the method's fixed trainable set
+    iterations: int = Field(1, ge=1)    # W+ SGD steps used to rank layers
+    lr: float = Field(0.01, gt=0)       # W+ SGD learning rate
+    batch_size: int | None = Field(None, ge=1)  # latents for selection; None = train.batch_size
+
+
+class OptimConfig(_Strict):
+    lr: float | None = Field(None, gt=0)  # None = method default (Fusion 0.0008, NADA 0.0016)
+    beta1: float = Field(0.0, ge=0, lt=1)
+    beta2: float = Field(0.99 ** 0.8, ge=0, lt=1)
+    freeze_bias: bool = True              # every *.bias stays frozen (all paper runs)
+
+
+class TrainConfig(_Strict):
+    iterations: int = Field(1001, ge=1)
+    batch_size: int = Field(1, ge=1)
+    noise_mode: Literal["random", "const"] = "random"   # per-layer noise of both generators
+    truncation: float = Field(1.0, gt=0, le=1)          # truncation of training latents
+    sample_every: int = Field(100, ge=0)                 # sample grid interval (0 = only final)
+    sample_count: int = Field(8, ge=1)                   # fixed z in every grid
+    sample_truncation: float = Field(0.7, gt=0, le=1)
+    sample_seed: int = 0                                 # grid latents: the same for every run and method
+    checkpoint_every: int = Field(0, ge=0)               # resumable checkpoint interval (0 = only final)
+    device: str = "auto"                                 # auto | cpu | cuda | cuda:N
+    threads: int | None = Field(None, ge=1)              # torch intra-op threads on CPU
+
+
+class AdaptConfig(_Strict):
+    """One adaptation run."""
+
+    name: str = "adapt"
+    method: Literal["fusion", "nada"] = "fusion"
+    prompt: str = Field(..., min_length=1)       # target domain text
+    source_prompt: str = "photo"                 # source domain text (NADA's direction; tags)
+    seed: int = 42
+    generator: GeneratorConfig
+    guidance: DiffusionGuidanceConfig = Field(default_factory=DiffusionGuidanceConfig)
+    nada: NadaConfig = Field(default_factory=NadaConfig)
+    reg: RegularizerConfig = Field(default_factory=RegularizerConfig)
+    layers: LayerSelectionConfig = Field(default_factory=LayerSelectionConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = "runs/adapt"
+
+    # The paper's effective learning rates: Fusion 0.002 / 2 * 0.8, NADA 0.002 * 0.8.
+    @property
+    def learning_rate(self) -> float:
+        if self.optim.lr is not None:
+            return self.optim.lr
+        return 0.0008 if self.method == "fusion" else 0.0016
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> AdaptConfig:
+    """Read a YAML config, apply `key=value` overrides (dotted paths), validate."""
+    from .config_io import load_config as _load
+
+    return _load(path, overrides)
+
+
+def flatten(cfg: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config (MLflow params, sweep tables)."""
+    data = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, prefix=path + "."))
+        else:
+            out[path] = value
+    return out

@@ -1,0 +1,110 @@
+"""Reading adaptation configs: YAML files, `key=value` overrides, and errors that name the field."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .config import AdaptConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the source, the field path and the fix."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message (got value)`."""
+    lines = [f"{source}: invalid config ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see trainables/config.py for the fields)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+        lines.append(f"  - {path}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value); the value is parsed as YAML (numbers, bools, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. guidance.cfg_scale=7.5")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key segment in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set data[a][b][c] = value, creating intermediate mappings."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is a {type(child).__name__}, not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of `data` with every `key=value` override applied."""
+    out = copy.deepcopy(data)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        set_dotted(out, path, value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (give a path to a YAML file, e.g. configs/tiny.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def validate_config(data: dict[str, Any], source: str = "<config>") -> AdaptConfig:
+    try:
+        return AdaptConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> AdaptConfig:
+    """Read YAML, resolve relative checkpoint paths against the file's folder, apply overrides, validate."""
+    data = apply_overrides(read_yaml(path), overrides)
+    ckpt = data.get("generator", {}).get("checkpoint") if isinstance(data.get("generator"), dict) else None
+    if isinstance(ckpt, str):
+        data["generator"]["checkpoint"] = resolve_relative(ckpt, Path(path).parent)
+    return validate_config(data, source=str(path))
+
+
+def resolve_relative(ref: str, base: Path) -> str:
+    """A relative path that exists beside the config file is made absolute; anything else is kept."""
+    import os
+
+    expanded = os.path.expandvars(os.path.expanduser(ref))
+    if not os.path.isabs(expanded) and (base / expanded).exists() and not Path(expanded).exists():
+        return str((base / expanded).resolve())
+    return expanded
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

@@ -1,0 +1,192 @@
+"""The adaptation loop: one StyleGAN-Fusion or StyleGAN-NADA run as a plain function (no Ray needed).
+
+    G_frozen(w) --.                         .-- guidance.backward injects d(critic)/dx into x_train
+    z -> w -> W+ -+-> G_train(w) = x_train -'    Adam(betas (0, 0.99**0.8)) steps the trainable set
+Per iteration: one z batch, one timestep t (shared by SDS, regularizers and layer selection), optional
+layer selection, one guidance backward, one optimiser step. Every random draw comes from seeded
+generators whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for bit
+on CPU.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
+from .checkpointing import load_train_state, save_train_state
+from .config import AdaptConfig
+from .config_io import dump_config
+from .generators import load_generator, save_rosinality
+from .grids import save_rows
+from .trainable_set import base_trainable_names, names_for_layers, rank_wplus_layers, set_trainable
+
+KEEP_CHECKPOINTS = 2
+
+
+class NonFiniteGradientError(RuntimeError):
+    """A NaN/Inf reached the generator's gradients; the run stops before the optimiser step."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={spec!r} but CUDA is not available here; use train.device=cpu or auto")
+    return device
+
+
+def build_guidance(cfg: AdaptConfig, device: torch.device):
+    """The critic of the configured method (frozen networks, text embeddings prepared once)."""
+    if cfg.method == "fusion":
+        from .guidance.fusion import FusionGuidance
+
+        guide = FusionGuidance(cfg.guidance, cfg.reg, device=device)
+    else:
+        from .guidance.nada import NadaGuidance
+
+        guide = NadaGuidance(cfg.nada, device=device)
+    guide.prepare(prompt=cfg.prompt, source_prompt=cfg.source_prompt)
+    return guide
+
+
+def _check_finite(g: torch.nn.Module, step: int, t: int, metrics: dict[str, float], output_dir: Path) -> None:
+    bad = [n for n, p in g.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise NonFiniteGradientError(
+            f"step {step}: non-finite gradient in {shown} (t={t}; step metrics {metrics}). Nothing was saved "
+            f"for this step; the last checkpoint under {output_dir / 'checkpoints'} is intact. Lower optim.lr "
+            f"or guidance.cfg_scale, or keep guidance.latent_grad_clamp on."
+        )
+
+
+def _grad_norm(g: torch.nn.Module) -> float:
+    norms = [p.grad.detach().float().norm() for p in g.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+class _Sampler:
+    """Fixed grid latents (train.sample_seed), the frozen row rendered once."""
+
+    def __init__(self, cfg: AdaptConfig, g_frozen: torch.nn.Module, device: torch.device):
+        self.cfg, self.device = cfg, device
+        z = torch.randn(cfg.train.sample_count, g_frozen.cfg.style_dim,
+                        generator=torch.Generator().manual_seed(cfg.train.sample_seed)).to(device)
+        with torch.no_grad():
+            self.wp = g_frozen.truncate(g_frozen.broadcast(g_frozen.mapping(z)), cfg.train.sample_truncation)
+            self.frozen_row = g_frozen.synthesis(self.wp, noise_mode="const")
+
+    @torch.no_grad()
+    def grid(self, g_train: torch.nn.Module, path: Path) -> Path:
+        return save_rows([self.frozen_row, g_train.synthesis(self.wp, noise_mode="const")], path)
+
+
+def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None,
+          guidance=None, progress: bool = True) -> AdaptResult:
+    """Adapt `cfg.generator` toward `cfg.prompt`; returns where the adapted generator and grids are."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    out = Path(cfg.output_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    cbs = CallbackList([JsonlMetrics(out / "metrics.jsonl"), *callbacks])
+
+    torch.manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)                     # z, t, SDS noise
+    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # per-layer generator noise
+
+    g_frozen = load_generator(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
+    g_train = copy.deepcopy(g_frozen)
+    base_names = base_trainable_names(g_train, cfg.method, cfg.optim.freeze_bias)
+    set_trainable(g_train, base_names)
+    # Adam over every generator parameter; requires_grad decides which ones get gradients (and steps).
+    optimizer = torch.optim.Adam(g_train.parameters(), lr=cfg.learning_rate, betas=(cfg.optim.beta1, cfg.optim.beta2))
+
+    start = 0
+    if resume_from is not None:
+        state = load_train_state(Path(resume_from))
+        g_train.load_state_dict(state["generator"])
+        set_trainable(g_train, set(state["requires_grad"]))
+        optimizer.load_state_dict(state["optimizer"])
+        from .checkpointing import restore_rng
+
+        restore_rng(rng, state["rng"])
+        noise_rng.set_state(state["extra"]["noise_rng"].to(noise_rng.get_state().device))
+        start = int(state["step"])
+
+    guide = guidance if guidance is not None else build_guidance(cfg, device)
+    sampler = _Sampler(cfg, g_frozen, device)
+    noise_mode = cfg.train.noise_mode
+    cbs.on_start(start, cfg)
+
+    metrics: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.train.iterations), initial=start, total=cfg.train.iterations,
+               desc=f"{cfg.method}: {cfg.prompt[:40]}", disable=not progress, mininterval=1.0)
+    for step in bar:
+        tic = time.perf_counter()
+        z = torch.randn(cfg.train.batch_size, g_frozen.cfg.style_dim, generator=rng).to(device)
+        with torch.no_grad():
+            wp = g_frozen.truncate(g_frozen.broadcast(g_frozen.mapping(z)), cfg.train.truncation)
+            x_frozen = g_frozen.synthesis(wp, noise_mode=noise_mode, noise_generator=noise_rng)
+        t = int(guide.sample_timestep(rng))
+
+        if cfg.layers.k > 0:
+            set_trainable(g_train, set())  # selection moves W+ only; no generator gradients are needed
+            chosen, movement = rank_wplus_layers(
+                wp,
+                render=lambda codes: g_train.synthesis(codes, noise_mode=noise_mode, noise_generator=noise_rng),
+                selection_backward=lambda x: guide.selection_backward(x, x_frozen, t=t, rng=rng),
+                k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr,
+            )
+            set_trainable(g_train, names_for_layers(g_train, chosen, cfg.optim.freeze_bias))
+
+        x_train = g_train.synthesis(wp, noise_mode=noise_mode, noise_generator=noise_rng)
+        metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=rng))
+        _check_finite(g_train, step, t, metrics, out)
+        metrics["train/grad_norm"] = _grad_norm(g_train)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        step_s = time.perf_counter() - tic
+        metrics.update({"train/t": float(t), "perf/step_s": step_s, "perf/it_per_s": 1.0 / max(step_s, 1e-9)})
+        if cfg.layers.k > 0:
+            metrics["layers/chosen_mean_index"] = float(sum(chosen) / len(chosen))
+        if device.type == "cuda":
+            metrics["perf/gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        done = step + 1
+        cbs.on_step(done, metrics)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]}, refresh=False)
+
+        if cfg.train.sample_every and done % cfg.train.sample_every == 0 and done < cfg.train.iterations:
+            cbs.on_samples(done, sampler.grid(g_train, out / "samples" / f"step_{done:06d}.png"))
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.iterations:
+            ckpt = save_train_state(out / "checkpoints" / f"step_{done:06d}", step=done, generator=g_train,
+                                    optimizer=optimizer, rng=rng, extra={"noise_rng": noise_rng.get_state()})
+            _prune_checkpoints(out / "checkpoints")
+            cbs.on_checkpoint(done, ckpt)
+    bar.close()
+
+    generator_path = save_rosinality(g_train, out / "generator.pt")
+    final_grid = sampler.grid(g_train, out / "samples" / "final.png")
+    cbs.on_samples(cfg.train.iterations, final_grid)
+    result = AdaptResult(generator_path=Path(generator_path or out / "generator.pt"), final_grid_path=final_grid,
+                         output_dir=out, steps=cfg.train.iterations,
+                         metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
+    cbs.on_end(result)
+    return result
+
+
+def _prune_checkpoints(root: Path) -> None:
+    import shutil
+
+    for old in sorted(root.glob("step_*"))[:-KEEP_CHECKPOINTS]:
+        if not old.name.endswith(".tmp"):
+            shutil.rmtree(old, ignore_errors=True)
