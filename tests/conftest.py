@@ -22,3 +22,46 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"{FIXTURES} is missing: the reference fixtures must sit beside the checkout (../shared)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Random-weight models built from config: a 16x16 StyleGAN2 (rosinality .pt), a tiny SD-layout
+    directory and a tiny open_clip model. They test plumbing and arithmetic, not image quality."""
+    import torch
+
+    from trainables.generators import StyleGAN2, StyleGAN2Config, save_rosinality
+    from trainables.testing import build_tiny_open_clip, build_tiny_sd
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    g = StyleGAN2(StyleGAN2Config(size=16, style_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 16}))
+    save_rosinality(g, root / "stylegan2_16.pt")
+    clip_cfg, clip_weights = build_tiny_open_clip(root / "clip")
+    return {
+        "generator": root / "stylegan2_16.pt",
+        "sd": build_tiny_sd(root / "sd", seed=0),
+        "clip_config": clip_cfg,
+        "clip_weights": clip_weights,
+    }
+
+
+def tiny_adapt_dict(models: dict[str, Path], out: Path, **over) -> dict:
+    """An AdaptConfig mapping for the tiny models (CPU, a few steps)."""
+    cfg = {
+        "prompt": "a red square",
+        "source_prompt": "a circle",
+        "generator": {"checkpoint": str(models["generator"])},
+        "guidance": {"model": str(models["sd"]), "text_encoder": None, "image_size": 16, "cfg_scale": 7.5,
+                     "t_min": 20, "t_max": 980},
+        "nada": {"clip_models": [{"name": str(models["clip_config"]), "pretrained": str(models["clip_weights"])}]},
+        "train": {"iterations": 4, "sample_every": 2, "sample_count": 3, "device": "cpu"},
+        "output_dir": str(out),
+    }
+    for dotted, value in over.items():
+        node = cfg
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return cfg

@@ -43,15 +43,10 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def build_guidance(cfg: AdaptConfig, device: torch.device):
-    """The critic of the configured method (frozen networks, text embeddings prepared once)."""
-    if cfg.method == "fusion":
-        from .guidance.fusion import FusionGuidance
+    """The critic of the configured method (frozen networks loaded, text embeddings prepared once)."""
+    from .guidance import build_guidance as _build
 
-        guide = FusionGuidance(cfg.guidance, cfg.reg, device=device)
-    else:
-        from .guidance.nada import NadaGuidance
-
-        guide = NadaGuidance(cfg.nada, device=device)
+    guide = _build(cfg, device)
     guide.prepare(prompt=cfg.prompt, source_prompt=cfg.source_prompt)
     return guide
 

@@ -1,10 +1,10 @@
 """Which generator parameters adaptation trains, and layer selection by W+ movement.
 
-Fusion without layer selection trains the repeated styled convs only (`convs.*`); NADA trains conv1,
-to_rgb1 and the convs (its "all" phase: everything but the mapping, the constant and the other ToRGBs).
-With `freeze_bias` every `*.bias` stays frozen. Layer selection (both methods) unfreezes the top-k
-layers of NADA's W+ index map `[conv1, to_rgb1] + convs`, ranked by mean |change| of the W+ entries
-after a few SGD steps on W+ driven by the method's selection signal.
+Fusion without layer selection trains the styled convs' weights (`groups.fusion_trainable_names`); NADA
+trains its default layers (`groups.nada_training_layers`: the constant, conv1 and every conv). With
+`freeze_bias` every `*.bias` stays frozen. Layer selection (both methods) unfreezes the top-k layers of
+NADA's W+ index map `[conv1, to_rgb1] + convs`, ranked by mean |change| of the W+ entries after a few SGD
+steps on W+ driven by the method's selection signal (SDS alone for Fusion, global CLIP loss for NADA).
 """
 from __future__ import annotations
 
@@ -12,37 +12,20 @@ from typing import Callable
 
 import torch
 
-from .generators.groups import fusion_trainable_names, layer_parameter_names, wplus_index_layers
+from .generators.groups import fusion_trainable_names, nada_training_layers, names_of_layers, set_trainable, wplus_index_layers
 
-
-def _drop_biases(names: set[str], freeze_bias: bool) -> set[str]:
-    return {n for n in names if not (freeze_bias and n.endswith(".bias"))}
+__all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable"]
 
 
 def base_trainable_names(g: torch.nn.Module, method: str, freeze_bias: bool) -> set[str]:
     if method == "fusion":
         return set(fusion_trainable_names(g, freeze_bias=freeze_bias))
-    names: set[str] = set()
-    for layer in wplus_index_layers(g):
-        names.update(layer_parameter_names(g, layer))
-    return _drop_biases(names, freeze_bias)
+    return set(names_of_layers(g, nada_training_layers(g), freeze_bias=freeze_bias))
 
 
 def names_for_layers(g: torch.nn.Module, layer_indices: list[int], freeze_bias: bool) -> set[str]:
     layers = wplus_index_layers(g)
-    names: set[str] = set()
-    for idx in layer_indices:
-        names.update(layer_parameter_names(g, layers[idx]))
-    return _drop_biases(names, freeze_bias)
-
-
-def set_trainable(g: torch.nn.Module, names: set[str]) -> None:
-    known = {n for n, _ in g.named_parameters()}
-    missing = names - known
-    if missing:
-        raise KeyError(f"trainable parameter names not in the generator: {sorted(missing)[:5]}")
-    for n, p in g.named_parameters():
-        p.requires_grad_(n in names)
+    return set(names_of_layers(g, [layers[i] for i in layer_indices], freeze_bias=freeze_bias))
 
 
 def rank_wplus_layers(
@@ -53,8 +36,8 @@ def rank_wplus_layers(
     iterations: int,
     lr: float,
 ) -> tuple[list[int], torch.Tensor]:
-    """NADA/Fusion layer selection: SGD on a copy of W+ ([B, n_latent, D]) for `iterations` steps,
-    then the top-k W+ indices by mean |change| (mean over batch and channels)."""
+    """Layer selection: SGD on a copy of W+ ([B, n_latent, D]) for `iterations` steps, then the top-k W+
+    indices by mean |change| (mean over batch and channels)."""
     initial = wp.detach()
     codes = initial.clone().requires_grad_(True)
     sgd = torch.optim.SGD([codes], lr=lr)
@@ -63,5 +46,4 @@ def rank_wplus_layers(
         selection_backward(render(codes))
         sgd.step()
     movement = (codes.detach() - initial).abs().mean(dim=(0, 2))  # [n_latent]
-    k = min(k, movement.numel())
-    return torch.topk(movement, k).indices.tolist(), movement
+    return torch.topk(movement, min(k, movement.numel())).indices.tolist(), movement
