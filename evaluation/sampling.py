@@ -1,0 +1,239 @@
+"""Fixed-latent sampling: N images per generator, the same z for every method and seed of a comparison.
+
+Latents are created once from a seed (`torch.Generator("cpu")`, z ~ N(0, I)), saved as a .pt and reused; their
+sha256 is recorded in every manifest, so a table can tell whether two runs saw the same z. Each image is
+    x = G.synthesis(G.truncate(G.broadcast(G.mapping(z)), psi), noise_mode="const")
+i.e. truncation around the checkpoint's latent_avg and the generator's registered (constant) noise buffers,
+written as `{i:05d}.png` at the evaluation resolution next to `manifest.json`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+MANIFEST = "manifest.json"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- latents -----------------------------------------------------------------------------------------
+def default_latents_path(cache_dir: str | Path, seed: int, num: int, z_dim: int) -> Path:
+    return Path(cache_dir).expanduser() / "latents" / f"latents_seed{seed}_n{num}_d{z_dim}.pt"
+
+
+def make_latents(num: int, z_dim: int, seed: int) -> torch.Tensor:
+    """z ~ N(0, I) [num, z_dim] from a CPU generator: identical on every machine and device."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(num, z_dim, generator=gen, dtype=torch.float32)
+
+
+def load_or_create_latents(path: str | Path, num: int, z_dim: int, seed: int) -> torch.Tensor:
+    """The first `num` rows of the latents file; the file is created from `seed` when missing.
+
+    An existing file is never rewritten: a file with too few rows or another z_dim is an error.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        z = make_latents(num, z_dim, seed)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"z": z, "seed": seed, "num": num, "z_dim": z_dim}, tmp)
+        tmp.replace(path)   # atomic: concurrent trials never read a half-written file
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    z = data["z"] if isinstance(data, dict) else data
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ValueError(f"latents file {path} has shape {tuple(z.shape)}; this generator needs [N, {z_dim}]")
+    if z.shape[0] < num:
+        raise ValueError(f"latents file {path} holds {z.shape[0]} latents, {num} requested")
+    return z[:num].float()
+
+
+# ---- images ------------------------------------------------------------------------------------------
+def to_uint8(x: torch.Tensor, size: int | None = None) -> np.ndarray:
+    """[N, 3, H, W] in about [-1, 1] -> [N, size, size, 3] uint8 (antialiased resize when size differs)."""
+    x = x.float()
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png" and p.name[0] != ".")
+
+
+def load_images(paths: list[Path], size: int | None = None) -> torch.Tensor:
+    """PNG files -> float32 [N, 3, H, W] in [0, 1] (optionally resized)."""
+    arr = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+# ---- sampling ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def sample_to_folder(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    truncation: float,
+    batch_size: int = 16,
+    image_size: int | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    manifest_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest."""
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in list_images(out):
+        stale.unlink()
+    g = generator.to(dev).eval()
+    native = int(g.cfg.size) if hasattr(g, "cfg") else None
+    digests = []
+    bar = tqdm(total=len(z), desc=f"sampling {out.name}", unit="img", disable=not progress)
+    for start in range(0, len(z), batch_size):
+        zb = z[start : start + batch_size].to(dev)
+        wp = g.broadcast(g.mapping(zb))
+        wp = g.truncate(wp, truncation)
+        x = g.synthesis(wp, noise_mode="const")
+        for i, img in enumerate(to_uint8(x, image_size)):
+            name = out / f"{start + i:05d}.png"
+            Image.fromarray(img).save(name)
+            digests.append(hashlib.sha256(img.tobytes()).hexdigest())
+        bar.update(len(zb))
+    bar.close()
+    manifest = {
+        "count": len(z),
+        "truncation": truncation,
+        "noise_mode": "const",
+        "resolution": image_size if image_size is not None else native,
+        "native_resolution": native,
+        "images_dir": str(out.resolve()),
+        "file_pattern": "{i:05d}.png",
+        "pixels_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),   # over decoded pixels, in order
+        "device": str(dev),
+    }
+    manifest.update(manifest_extra or {})
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def _load_generator(path: str | Path) -> torch.nn.Module:
+    from trainables.generators import load_generator
+
+    return load_generator(str(path))
+
+
+def _manifest_matches(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        have = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if any(have.get(k) != v for k, v in want.items()):
+        return None
+    if len(list_images(out)) != have.get("count"):
+        return None
+    return have
+
+
+def sample_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    num_samples: int,
+    truncation: float,
+    latents_path: str | Path | None = None,
+    latents_seed: int = 0,
+    cache_dir: str | Path = "~/.cache/sgf-evaluation",
+    batch_size: int = 16,
+    image_size: int | None = 512,
+    device: str = "auto",
+    progress: bool = True,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Sample a checkpoint with the fixed latents; reuses `out_dir` when its manifest already matches.
+
+    The manifest records checkpoint path + sha256, latents file + sha256 + seed, truncation, count, resolution.
+    """
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"generator checkpoint not found: {checkpoint}")
+    ckpt_sha = sha256_file(checkpoint)
+    g = None
+    if latents_path is None:
+        g = _load_generator(checkpoint)
+        latents_path = default_latents_path(cache_dir, latents_seed, num_samples, int(g.cfg.style_dim))
+    latents_path = Path(latents_path).expanduser().resolve()
+    out = Path(out_dir)
+    if reuse and latents_path.exists():
+        want = {
+            "checkpoint_sha256": ckpt_sha,
+            "latents_sha256": sha256_file(latents_path),
+            "truncation": truncation,
+            "count": num_samples,
+            "requested_resolution": image_size,
+        }
+        have = _manifest_matches(out, want)
+        if have is not None:
+            return have
+    if g is None:
+        g = _load_generator(checkpoint)
+    z = load_or_create_latents(latents_path, num_samples, int(g.cfg.style_dim), latents_seed)
+    extra = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_sha,
+        "latents": str(latents_path),
+        "latents_sha256": sha256_file(latents_path),
+        "latents_seed": latents_seed,
+        "requested_resolution": image_size,
+    }
+    return sample_to_folder(
+        g, z, out, truncation=truncation, batch_size=batch_size, image_size=image_size,
+        device=device, progress=progress, manifest_extra=extra,
+    )
+
+
+def sample_for_eval(checkpoint: str | Path, out_dir: str | Path, cfg) -> dict[str, Any]:
+    """`sample_checkpoint` with an EvalConfig's settings."""
+    return sample_checkpoint(
+        checkpoint, out_dir, num_samples=cfg.num_samples, truncation=cfg.truncation,
+        latents_path=cfg.latents.path, latents_seed=cfg.latents.seed, cache_dir=cfg.cache_dir,
+        batch_size=cfg.batch_size, image_size=cfg.image_size, device=cfg.device, progress=cfg.progress,
+    )
+
+
+def sample_source_generator(source_checkpoint: str | Path, out_dir: str | Path, cfg) -> dict[str, Any]:
+    """The frozen source generator with exactly the latents, truncation and size of the adapted one.
+
+    For attribute-preservation plugins: image i of both folders comes from the same z.
+    """
+    return sample_for_eval(source_checkpoint, out_dir, cfg)

@@ -1,0 +1,343 @@
+"""The comparison table: runs of an experiment grouped by (source generator, prompt) and method variant.
+
+Each cell is mean ± sample std (ddof=1) over the runs (seeds) of a variant, with the run count; within a
+(source, prompt) group the best mean of each metric is marked (bold in Markdown/LaTeX, `*_best` columns in
+CSV): lowest FID/KID, highest CLIP score and diversity. The variant label comes from the run's params:
+
+    method=nada                       -> "NADA"
+    method=fusion, nothing else on    -> "Fusion"
+    reg.directional.weight > 0        -> "+ directional"     (appended in this order, e.g.
+    reg.reconstruction.weight > 0     -> "+ reconstruction"   "Fusion + directional + LPIPS")
+    reg.lpips.weight > 0              -> "+ LPIPS"
+    layers.k > 0                      -> "+ layer selection k=K"
+
+`log_table` writes table.md / table.tex / table.csv and comparison.png (rows = variants, columns = the same
+fixed latents, from each variant's first run's `eval/strip.png`) as artifacts `table/...` of the sweep's
+parent run.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import pandas as pd
+
+from .tracking import STRIP_ARTIFACT, experiment_runs, get_client, retry
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str                                  # MLflow metric key
+    name: str                                 # column stem in the DataFrame
+    label: str                                # header in md/latex
+    better: Literal["min", "max"] | None      # None: no best mark
+    fmt: str = ".4g"
+
+
+CORE_METRICS = (
+    MetricSpec("eval/fid", "fid", "FID ↓", "min", ".2f"),
+    MetricSpec("eval/kid", "kid", "KID ↓", "min", ".4f"),
+    MetricSpec("eval/clip_score", "clip_score", "CLIP score ↑", "max", ".2f"),
+    MetricSpec("eval/lpips_diversity", "lpips_diversity", "LPIPS div. ↑", "max", ".4f"),
+    MetricSpec("eval/feature_diversity", "feature_diversity", "Feature div. ↑", "max", ".4f"),
+)
+_SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/")
+GROUP_COLS = ["source", "prompt"]
+
+
+def _float(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def variant_label(params: dict[str, str], tags: dict[str, str] | None = None,
+                  extra_params: Iterable[str] = ()) -> str:
+    tags = tags or {}
+    method = (params.get("method") or tags.get("method") or "").lower()
+    if method == "nada":
+        label = "NADA"
+    else:
+        parts = ["Fusion" if method in ("fusion", "") else method]
+        if _float(params.get("reg.directional.weight")) > 0:
+            parts.append("directional")
+        if _float(params.get("reg.reconstruction.weight")) > 0:
+            parts.append("reconstruction")
+        if _float(params.get("reg.lpips.weight")) > 0:
+            parts.append("LPIPS")
+        k = int(_float(params.get("layers.k")))
+        if k > 0:
+            parts.append(f"layer selection k={k}")
+        label = " + ".join(parts)
+    extra = [f"{p}={params[p]}" for p in extra_params if p in params]
+    return label + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _method_order(label: str) -> tuple:
+    if label.startswith("NADA"):
+        return (0, label)
+    if label == "Fusion" or label.startswith("Fusion ("):
+        return (1, label)
+    return (2, label.count("+"), label)
+
+
+def runs_dataframe(experiment: str, tracking_uri: str | None = None,
+                   extra_params: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric."""
+    client = get_client(tracking_uri)
+    _, trials = experiment_runs(client, experiment)
+    rows = []
+    for r in trials:
+        p, t = r.data.params, r.data.tags
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "parent_run_id": t.get("mlflow.parentRunId"),
+            "status": r.info.status,
+            "source": p.get("generator.checkpoint") or t.get("generator") or "?",
+            "prompt": p.get("prompt") or t.get("prompt") or "?",
+            "method": variant_label(p, t, extra_params),
+            "seed": p.get("seed"),
+            "latents_sha256": p.get("eval.latents.sha256"),
+            "eval_fingerprint": t.get("eval.fingerprint"),
+        }
+        row.update({k: v for k, v in r.data.metrics.items() if k.startswith("eval/")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[MetricSpec]:
+    specs = [m for m in CORE_METRICS if m.key in runs.columns]
+    known = {m.key for m in CORE_METRICS}
+    for m in extra:
+        if m.key in runs.columns and m.key not in known:
+            specs.append(m)
+            known.add(m.key)
+    for col in sorted(c for c in runs.columns if c.startswith("eval/")):   # plugin metrics: shown, not marked
+        if col not in known and not col.startswith(_SKIP_AUTO):
+            specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.removeprefix("eval/"), None))
+    return specs
+
+
+def aggregate(runs: pd.DataFrame, extra_metrics: Iterable[MetricSpec] = ()) -> pd.DataFrame:
+    """Group rows: source, prompt, method, n, <m>_mean, <m>_std, <m>_n, <m>_best for every metric."""
+    specs = _metric_specs(runs, extra_metrics)
+    out = []
+    if runs.empty:
+        return pd.DataFrame(columns=GROUP_COLS + ["method", "n"])
+    for (source, prompt, method), g in runs.groupby(GROUP_COLS + ["method"], sort=False):
+        row: dict[str, Any] = {"source": source, "prompt": prompt, "method": method, "n": len(g),
+                               "latents_consistent": g["latents_sha256"].nunique(dropna=True) <= 1,
+                               "first_run_id": g.sort_values("seed", key=lambda s: s.map(_float))["run_id"].iloc[0]}
+        for m in specs:
+            vals = g[m.key].dropna().astype(float) if m.key in g else pd.Series(dtype=float)
+            row[f"{m.name}_mean"] = float(vals.mean()) if len(vals) else math.nan
+            row[f"{m.name}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+            row[f"{m.name}_n"] = int(len(vals))
+        out.append(row)
+    df = pd.DataFrame(out)
+    for m in specs:
+        df[f"{m.name}_best"] = False
+        if m.better is None:
+            continue
+        for _, idx in df.groupby(GROUP_COLS, sort=False).groups.items():
+            col = df.loc[idx, f"{m.name}_mean"].dropna()
+            if len(col) < 2:
+                continue
+            best = col.min() if m.better == "min" else col.max()
+            df.loc[col.index[col == best], f"{m.name}_best"] = True
+    df["_order"] = df["method"].map(_method_order)
+    df = df.sort_values(["source", "prompt", "_order"]).drop(columns="_order").reset_index(drop=True)
+    df.attrs["metrics"] = specs
+    return df
+
+
+def table_dataframe(experiment: str, tracking_uri: str | None = None, *, extra_params: Iterable[str] = (),
+                    extra_metrics: Iterable[MetricSpec] = (), parent_run_id: str | None = None) -> pd.DataFrame:
+    """The aggregated table as a DataFrame (one row per source x prompt x method variant)."""
+    runs = runs_dataframe(experiment, tracking_uri, extra_params)
+    if parent_run_id is not None and not runs.empty:
+        runs = runs[runs["parent_run_id"] == parent_run_id]
+    return aggregate(runs, extra_metrics)
+
+
+# ---- formatting --------------------------------------------------------------------------------------
+def _cell(row: pd.Series, m: MetricSpec, pm: str) -> str:
+    mean, std = row[f"{m.name}_mean"], row[f"{m.name}_std"]
+    if isinstance(mean, float) and math.isnan(mean):
+        return "–"
+    text = format(mean, m.fmt)
+    if not (isinstance(std, float) and math.isnan(std)):
+        text += f"{pm}{format(std, m.fmt)}"
+    if row[f"{m.name}_n"] != row["n"]:
+        text += f" ({row[f'{m.name}_n']})"
+    return text
+
+
+def _short_source(source: str) -> str:
+    return Path(source).stem if ("/" in source or source.endswith((".pt", ".pkl"))) else source
+
+
+def format_markdown(df: pd.DataFrame) -> str:
+    specs: list[MetricSpec] = df.attrs.get("metrics", [])
+    head = ["Source", "Prompt", "Method", "n"] + [m.label for m in specs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    for _, row in df.iterrows():
+        cells = [_short_source(row["source"]), str(row["prompt"]).replace("|", "\\|"), row["method"], str(row["n"])]
+        for m in specs:
+            c = _cell(row, m, " ± ")
+            cells.append(f"**{c}**" if row[f"{m.name}_best"] else c)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = _notes(df)
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(repl.get(ch, ch) for ch in str(text))
+
+
+def format_latex(df: pd.DataFrame) -> str:
+    specs: list[MetricSpec] = df.attrs.get("metrics", [])
+    arrows = {"min": r"$\downarrow$", "max": r"$\uparrow$", None: ""}
+    head = ["Source", "Prompt", "Method", "$n$"] + [
+        _latex_escape(m.label.replace(" ↓", "").replace(" ↑", "")) + (" " + arrows[m.better] if m.better else "")
+        for m in specs]
+    lines = [r"\begin{tabular}{lll" + "r" * (len(head) - 3) + "}", r"\toprule", " & ".join(head) + r" \\",
+             r"\midrule"]
+    previous = None
+    for _, row in df.iterrows():
+        group = (row["source"], row["prompt"])
+        if previous is not None and group != previous:
+            lines.append(r"\midrule")
+        cells = [_latex_escape(_short_source(row["source"])), _latex_escape(row["prompt"]),
+                 _latex_escape(row["method"]), str(row["n"])]
+        for m in specs:
+            c = _cell(row, m, r" $\pm$ ").replace("–", "--")
+            cells.append(rf"\textbf{{{c}}}" if row[f"{m.name}_best"] else c)
+        lines.append(" & ".join(cells) + r" \\")
+        previous = group
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False)
+
+
+def _notes(df: pd.DataFrame) -> list[str]:
+    notes = []
+    if "latents_consistent" in df and not df["latents_consistent"].all():
+        bad = df.loc[~df["latents_consistent"], "method"].tolist()
+        notes.append(f"Warning: runs of {bad} were evaluated with different latents files.")
+    return notes
+
+
+FORMATTERS = {"md": format_markdown, "latex": format_latex, "csv": format_csv}
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    return FORMATTERS[fmt](df)
+
+
+# ---- comparison figure -------------------------------------------------------------------------------
+def _font(size: int = 14):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def comparison_figure(df: pd.DataFrame, strips: dict[str, Path | None], out: str | Path,
+                      label_width: int = 260, tile: int = 128) -> Path:
+    """PNG: per (source, prompt) a title row, then one row per variant (its first run's strip)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(14)
+    blocks = []
+    cols = 1
+    for (source, prompt), g in df.groupby(GROUP_COLS, sort=False):
+        rows = []
+        for _, row in g.iterrows():
+            p = strips.get(row["first_run_id"])
+            img = Image.open(p).convert("RGB") if p else None
+            if img is not None:
+                cols = max(cols, img.width // tile)
+            rows.append((row["method"], img))
+        blocks.append((f"{_short_source(source)}: {prompt}", rows))
+    header_h, title_h = 20, 24
+    width = label_width + cols * tile
+    height = header_h + sum(title_h + len(rows) * tile for _, rows in blocks)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c in range(cols):
+        draw.text((label_width + c * tile + 4, 3), f"z{c}", fill="black", font=font)
+    y = header_h
+    for title, rows in blocks:
+        draw.text((4, y + 4), title[: 2 * width // 14], fill="black", font=font)
+        y += title_h
+        for label, img in rows:
+            lines = textwrap.wrap(label, width=max(8, label_width // 8)) or [""]
+            draw.multiline_text((4, y + tile // 2 - 9 * len(lines)), "\n".join(lines), fill="black", font=font)
+            if img is not None:
+                canvas.paste(img.crop((0, 0, min(img.width, cols * tile), tile)), (label_width, y))
+            else:
+                draw.text((label_width + 4, y + tile // 2 - 8), "(no eval/strip.png)", fill="gray", font=font)
+            y += tile
+    out = Path(out)
+    canvas.save(out)
+    return out
+
+
+def _download_strips(client, run_ids: Iterable[str], dst: Path) -> dict[str, Path | None]:
+    import mlflow.artifacts
+
+    strips: dict[str, Path | None] = {}
+    for rid in run_ids:
+        try:
+            names = [a.path for a in retry(lambda: client.list_artifacts(rid, "eval"))]
+            if STRIP_ARTIFACT not in names:
+                strips[rid] = None
+                continue
+            local = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path=STRIP_ARTIFACT,
+                                                        dst_path=str(dst / rid), tracking_uri=client.tracking_uri)
+            strips[rid] = Path(local)
+        except Exception:  # noqa: BLE001 - a missing strip only leaves a blank row
+            strips[rid] = None
+    return strips
+
+
+def log_table(experiment: str, tracking_uri: str | None = None, *, extra_params: Iterable[str] = (),
+              extra_metrics: Iterable[MetricSpec] = ()) -> dict[str, pd.DataFrame]:
+    """Log table.{md,tex,csv} + comparison.png under `table/` of each parent run (its own children).
+
+    Returns {parent_run_id: table}. Nothing is logged when the experiment has no parent run.
+    """
+    client = get_client(tracking_uri)
+    parents, _ = experiment_runs(client, experiment)
+    runs = runs_dataframe(experiment, tracking_uri, extra_params)
+    logged: dict[str, pd.DataFrame] = {}
+    for parent in parents:
+        pid = parent.info.run_id
+        sub = runs[runs["parent_run_id"] == pid] if not runs.empty else runs
+        if sub.empty:
+            continue
+        df = aggregate(sub, extra_metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            for fmt, name in (("md", "table.md"), ("latex", "table.tex"), ("csv", "table.csv")):
+                (tmp_path / name).write_text(render(df, fmt))
+            strips = _download_strips(client, df["first_run_id"], tmp_path / "strips")
+            comparison_figure(df, strips, tmp_path / "comparison.png")
+            for name in ("table.md", "table.tex", "table.csv", "comparison.png"):
+                retry(lambda: client.log_artifact(pid, str(tmp_path / name), "table"))
+        logged[pid] = df
+    return logged
