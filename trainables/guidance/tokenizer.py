@@ -9,6 +9,8 @@ which gives 49408 entries and ids identical to SD's tokenizer (bos 49406, eos/pa
 from __future__ import annotations
 
 import gzip
+import json
+from functools import lru_cache
 from pathlib import Path
 
 CLIP_VOCAB_SIZE = 49408          # 2 * 256 byte symbols + 48894 merges + 2 specials
@@ -35,7 +37,13 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def clip_bpe_vocab_and_merges(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """(token -> id, merges) from a CLIP BPE merges file (default: open_clip's bundled one)."""
+    """(token -> id, merges) from a CLIP BPE merges file (default: open_clip's bundled one); fresh copies."""
+    vocab, merges = _read_bpe(None if bpe_path is None else str(bpe_path))
+    return dict(vocab), list(merges)
+
+
+@lru_cache(maxsize=4)
+def _read_bpe(bpe_path: str | None) -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     if bpe_path is None:
         from open_clip.tokenizer import default_bpe
 
@@ -47,7 +55,7 @@ def clip_bpe_vocab_and_merges(bpe_path: str | Path | None = None) -> tuple[dict[
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [BOS, EOS]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     assert len(vocab) == CLIP_VOCAB_SIZE, f"CLIP vocabulary has {len(vocab)} entries, expected {CLIP_VOCAB_SIZE}"
-    return vocab, merges
+    return vocab, tuple(merges)
 
 
 def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Path | None = None):
@@ -71,6 +79,10 @@ def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Pat
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(str(save_dir))
+        # also the classic files, so older transformers / the slow tokenizer load the folder too
+        (Path(save_dir) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (Path(save_dir) / "merges.txt").write_text(
+            "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
     return tok
 
 

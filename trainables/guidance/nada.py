@@ -1,0 +1,134 @@
+"""StyleGAN-NADA's critic: the directional CLIP loss (and the global CLIP loss for layer selection).
+
+    (9)  dT = normalise( mean_templates normalise(E_txt(target)) - mean_templates normalise(E_txt(source)) )
+    (10) dI = normalise( normalise(E_img(G_train(w))) - normalise(E_img(G_frozen(w))) )
+    (11) L_dir = sum_k weight_k * mean_batch (1 - cos(dI_k, dT_k))          over CLIP models k
+    (12) L_global = sum_k weight_k * mean_batch (1 - cos(normalise(E_img(G_train(w))), normalise(E_txt(target))))
+Images go through NADA's differentiable preprocessing ([-1,1] -> [0,1], CLIP resize, centre crop,
+normalise). L is a real scalar loss; it is backpropagated through `inject_gradient` like every other
+guidance gradient. Templates: NADA's 79 ImageNet templates = open_clip's OpenAI list without
+'a photo of many {}.'.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .clip_models import LoadedClip, load_open_clip
+from .diffusion_model import DTYPES
+from .fusion import inject_gradient
+
+if TYPE_CHECKING:
+    from ..config import NadaConfig
+
+_NOT_IN_NADA = "a photo of many {}."
+
+
+def imagenet_templates() -> list[str]:
+    """NADA's 79 ImageNet templates (format strings with one '{}')."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    out = [f("{}") for f in OPENAI_IMAGENET_TEMPLATES]
+    out = [t for t in out if t != _NOT_IN_NADA]
+    assert len(out) == 79, f"expected NADA's 79 ImageNet templates, got {len(out)}"
+    return out
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+class NadaGuidance:
+    """Directional CLIP loss over one or more open_clip models (same API as FusionGuidance)."""
+
+    def __init__(self, nada_cfg: "NadaConfig", device: str | torch.device = "cpu",
+                 dtype: torch.dtype | str | None = None, *,
+                 models: list[tuple[LoadedClip, float]] | None = None):
+        self.cfg = nada_cfg
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = DTYPES[nada_cfg.precision]
+        elif isinstance(dtype, str):
+            dtype = DTYPES[dtype]
+        self.dtype = dtype
+        if models is None:
+            models = [(load_open_clip(ref.name, ref.pretrained, device=self.device, dtype=dtype), ref.weight)
+                      for ref in nada_cfg.clip_models]
+        self.models = models
+        names = [m.name for m, _ in models]
+        self.keys = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+        self._dirs: list[torch.Tensor] | None = None
+        self._targets: list[torch.Tensor] | None = None
+        self.prompt: str | None = None
+        self.source_prompt: str | None = None
+
+    # -------------------------------------------------------------- API
+    def templates(self) -> list[str]:
+        return imagenet_templates() if self.cfg.templates == "imagenet" else ["{}"]
+
+    @torch.no_grad()
+    def text_features(self, clip: LoadedClip, text: str) -> torch.Tensor:
+        """mean over templates of normalised text embeddings, [1, D] fp32 (not renormalised)."""
+        emb = clip.encode_text([t.format(text) for t in self.templates()]).float()
+        return _normalise(emb).mean(dim=0, keepdim=True)
+
+    def prepare(self, prompt: str, source_prompt: str | None = "photo") -> None:
+        """Text directions dT (eq. 9) and global target embeddings, once."""
+        self.prompt, self.source_prompt = prompt, source_prompt or "photo"
+        self._dirs, self._targets = [], []
+        for clip, _ in self.models:
+            d = self.text_features(clip, prompt) - self.text_features(clip, self.source_prompt)
+            self._dirs.append(_normalise(d))
+            with torch.no_grad():
+                self._targets.append(_normalise(clip.encode_text([prompt]).float()))
+
+    def sample_timestep(self, rng: torch.Generator | None = None) -> int:
+        return 0   # CLIP guidance has no timestep
+
+    def image_features(self, clip: LoadedClip, images: torch.Tensor) -> torch.Tensor:
+        return _normalise(clip.encode_image(images.to(self.device)).float())
+
+    def directional_losses(self, x_train: torch.Tensor, x_frozen: torch.Tensor) -> list[torch.Tensor]:
+        """Per-model 1 - cos(dI, dT), batch-mean (eqs. 10-11), unweighted, differentiable in x_train."""
+        self._check_prepared()
+        out = []
+        for (clip, _), d_t in zip(self.models, self._dirs):
+            with torch.no_grad():
+                f_src = self.image_features(clip, x_frozen)
+            f_tgt = self.image_features(clip, x_train)
+            d_i = f_tgt - f_src
+            if d_i.sum() == 0:  # identical images: NADA nudges the input to get a defined direction
+                d_i = self.image_features(clip, x_train + 1e-6) - f_src
+            d_i = _normalise(d_i)
+            out.append((1.0 - F.cosine_similarity(d_i, d_t, dim=-1)).mean())
+        return out
+
+    def global_losses(self, x_train: torch.Tensor) -> list[torch.Tensor]:
+        """Per-model 1 - cos(E_img(x), E_txt(target)) batch-mean (eq. 12)."""
+        self._check_prepared()
+        return [(1.0 - (self.image_features(clip, x_train) * tgt).sum(-1)).mean()
+                for (clip, _), tgt in zip(self.models, self._targets)]
+
+    def backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor, t: int = 0,
+                 rng: torch.Generator | None = None) -> dict[str, float]:
+        losses = self.directional_losses(x_train, x_frozen)
+        total = sum(w * l for (_, w), l in zip(self.models, losses))
+        inject_gradient(total)
+        metrics = {"loss/clip_directional": float(total.detach())}
+        metrics.update({f"loss/clip_directional/{k}": float(l.detach()) for k, l in zip(self.keys, losses)})
+        return metrics
+
+    def selection_backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor | None = None, t: int = 0,
+                           rng: torch.Generator | None = None) -> dict[str, float]:
+        losses = self.global_losses(x_train)
+        total = sum(w * l for (_, w), l in zip(self.models, losses))
+        inject_gradient(total)
+        metrics = {"loss/clip_global": float(total.detach())}
+        metrics.update({f"loss/clip_global/{k}": float(l.detach()) for k, l in zip(self.keys, losses)})
+        return metrics
+
+    def _check_prepared(self) -> None:
+        if self._dirs is None:
+            raise RuntimeError("call prepare(prompt, source_prompt) before computing the CLIP loss")
