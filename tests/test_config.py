@@ -73,3 +73,18 @@ def test_flatten_gives_dotted_keys():
     assert flat["guidance.cfg_scale"] == 100 and flat["reg.directional.weight"] == 0
     assert flat["nada.clip_models"][0]["name"] == "ViT-B-32"
     assert set(flatten(AdaptConfig.model_validate(BASE))) == set(flat)
+
+
+def test_env_expansion_in_references(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("prompt: a cat\ngenerator: {checkpoint: '${MODELS_DIR:-models}/g.pt'}\n"
+                    "guidance: {model: '${SD_DIR}/sd'}\n")
+    monkeypatch.delenv("MODELS_DIR", raising=False)
+    monkeypatch.setenv("SD_DIR", "/data")
+    cfg = load_config(path)
+    assert cfg.generator.checkpoint == "models/g.pt" and cfg.guidance.model == "/data/sd"
+    monkeypatch.setenv("MODELS_DIR", "/weights")
+    assert load_config(path).generator.checkpoint == "/weights/g.pt"
+    monkeypatch.delenv("SD_DIR")
+    with pytest.raises(ConfigError, match=r"guidance.model: environment variable SD_DIR is not set"):
+        load_config(path)

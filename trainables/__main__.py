@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpointing import latest_checkpoint
     from .loop import adapt
+    from .preflight import MissingModelsError, check_models
+
+    try:
+        check_models(cfg, source=args.config)
+    except MissingModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     resume = args.resume
     if resume == "auto":

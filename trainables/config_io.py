@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,23 +89,45 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> AdaptConf
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+# Model references and paths in an AdaptConfig: where ${VAR} / ${VAR:-default} are expanded.
+REFERENCE_FIELDS = (("generator", "checkpoint"), ("guidance", "model"), ("guidance", "text_encoder"))
+
+
+def expand_env(value: str, where: str = "") -> str:
+    """Expand `${VAR}`, `${VAR:-default}` and `$VAR` (and `~`); an unset variable without default is an error."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1) or m.group(3), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set (used in {value!r}): "
+                          f"export {name}=... before running, or write ${{{name}:-default}}")
+
+    return os.path.expanduser(_ENV.sub(sub, value))
+
+
+def expand_references(data: dict[str, Any], source: str, base: Path | None = None) -> dict[str, Any]:
+    """Expand env vars in the reference fields; a relative path that exists beside the config is made absolute."""
+    out = copy.deepcopy(data)
+    for section, key in REFERENCE_FIELDS:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            value = expand_env(node[key], where=f"{source}: {section}.{key}")
+            if base is not None and not os.path.isabs(value) and (base / value).exists() and not Path(value).exists():
+                value = str((base / value).resolve())
+            node[key] = value
+    return out
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> AdaptConfig:
-    """Read YAML, resolve relative checkpoint paths against the file's folder, apply overrides, validate."""
+    """Read YAML, apply overrides, expand env vars in references (relative paths resolve against the file's
+    folder), validate."""
     data = apply_overrides(read_yaml(path), overrides)
-    ckpt = data.get("generator", {}).get("checkpoint") if isinstance(data.get("generator"), dict) else None
-    if isinstance(ckpt, str):
-        data["generator"]["checkpoint"] = resolve_relative(ckpt, Path(path).parent)
-    return validate_config(data, source=str(path))
-
-
-def resolve_relative(ref: str, base: Path) -> str:
-    """A relative path that exists beside the config file is made absolute; anything else is kept."""
-    import os
-
-    expanded = os.path.expandvars(os.path.expanduser(ref))
-    if not os.path.isabs(expanded) and (base / expanded).exists() and not Path(expanded).exists():
-        return str((base / expanded).resolve())
-    return expanded
+    return validate_config(expand_references(data, str(path), Path(path).parent), source=str(path))
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:

@@ -1,0 +1,56 @@
+"""Check every model a config needs before anything is loaded: fail fast, all problems at once.
+
+Used by `python -m trainables adapt` and by the sweep launcher before any trial starts. Resolution never
+downloads (`allow_download=False`): a missing model is reported with where we looked and the exact command
+that would fetch it (trainables.refs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import AdaptConfig
+from .refs import (ModelNotFoundError, check_lpips_ref, resolve_diffusers_ref, resolve_open_clip_ref,
+                   resolve_text_encoder_ref)
+
+
+class MissingModelsError(ModelNotFoundError):
+    """One or more models of a config are not on this machine; the message lists each with its fix."""
+
+
+def _generator_problem(path: str) -> str | None:
+    if Path(path).is_file():
+        return None
+    shown = path if Path(path).is_absolute() else f"{path} (i.e. {Path(path).resolve()})"
+    return (f"generator.checkpoint: file not found: {shown}. Put the checkpoint there (rosinality .pt, NVlabs "
+            f".pkl or state dict; docs/generators.md), or point the path at it (paths expand ${{MODELS_DIR}})")
+
+
+def model_problems(cfg: AdaptConfig) -> list[str]:
+    """Human-readable problems, one per missing model; empty when everything resolves locally."""
+    problems: list[str] = []
+    if (p := _generator_problem(cfg.generator.checkpoint)):
+        problems.append(p)
+
+    def attempt(field: str, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except (ModelNotFoundError, ValueError, RuntimeError) as exc:
+            problems.append(f"{field}: {exc}")
+
+    if cfg.method == "fusion":
+        attempt("guidance.model", resolve_diffusers_ref, cfg.guidance.model, allow_download=False)
+        if cfg.guidance.text_encoder:
+            attempt("guidance.text_encoder", resolve_text_encoder_ref, cfg.guidance.text_encoder, allow_download=False)
+        if cfg.reg.lpips.weight > 0:
+            attempt("reg.lpips", check_lpips_ref, cfg.reg.lpips.net)
+    else:
+        for i, ref in enumerate(cfg.nada.clip_models):
+            attempt(f"nada.clip_models.{i}", resolve_open_clip_ref, ref.name, ref.pretrained)
+    return problems
+
+
+def check_models(cfg: AdaptConfig, source: str = "config") -> None:
+    problems = model_problems(cfg)
+    if problems:
+        raise MissingModelsError(f"{source}: {len(problems)} model(s) not available on this machine:\n"
+                                 + "\n".join(f"- {p}" for p in problems))
