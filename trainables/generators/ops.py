@@ -42,17 +42,18 @@ def upfirdn2d(
     n, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
-    out = x.reshape(n * c, 1, h, w)
+    out = x
     if up > 1:
-        out = out.reshape(n * c, 1, h, 1, w, 1)  # interleave (up - 1) zeros after every sample
+        out = out.reshape(n, c, h, 1, w, 1)  # interleave (up - 1) zeros after every sample
         out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
-        out = out.reshape(n * c, 1, h * up, w * up)
+        out = out.reshape(n, c, h * up, w * up)
     out = F.pad(out, [p0, p1, p0, p1])  # negative pads crop
-    weight = torch.flip(kernel, [0, 1]).to(dtype=out.dtype, device=out.device).reshape(1, 1, kh, kw)
-    out = F.conv2d(out, weight)  # conv2d is a correlation: flipping makes it a convolution
+    # One depthwise conv (groups=C) instead of N*C single-channel convs: same sums, several times faster.
+    weight = torch.flip(kernel, [0, 1]).to(dtype=out.dtype, device=out.device).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    out = F.conv2d(out, weight, groups=c)  # conv2d is a correlation: flipping makes it a convolution
     if down > 1:
         out = out[:, :, ::down, ::down]
-    return out.reshape(n, c, out.shape[2], out.shape[3])
+    return out
 
 
 def bias_leaky_relu(
