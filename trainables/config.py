@@ -22,8 +22,27 @@ class _Strict(BaseModel):
 
 
 class GeneratorConfig(_Strict):
-    kind: Literal["stylegan2"] = "stylegan2"          # generator family (EG3D joins later)
-    checkpoint: str = Field(..., min_length=1)        # .pt (rosinality), .pkl (NVlabs) or NVlabs state dict
+    kind: Literal["stylegan2", "eg3d"] = "stylegan2"  # generator family
+    checkpoint: str = Field(..., min_length=1)        # .pt (rosinality), .pkl (NVlabs/EG3D) or a state dict
+
+
+# The paper's EG3D run (paper.md, EG3D): every guidance gradient / 100 (LPIPS 2000 / 100), rescaled noise,
+# image clamp off, constant backbone noise (frozen and trained renders must differ only by the weights).
+EG3D_DEFAULTS = {
+    "guidance": {"grad_scale": 0.01, "rescale_noise": True, "image_clamp_quantile": None},
+    "reg": {"lpips": {"scale": 20.0}},
+    "train": {"noise_mode": "const"},
+}
+
+
+def _fill_defaults(data: dict, defaults: dict) -> None:
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            node = data.setdefault(key, {})
+            if isinstance(node, dict):
+                _fill_defaults(node, value)
+        else:
+            data.setdefault(key, value)
 
 
 class DiffusionGuidanceConfig(_Strict):
@@ -132,6 +151,23 @@ class AdaptConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = "runs/adapt"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Fields a config leaves out take the generator family's paper defaults (EG3D_DEFAULTS)."""
+        if isinstance(data, dict) and isinstance(data.get("generator"), dict) and data["generator"].get("kind") == "eg3d":
+            import copy
+
+            data = copy.deepcopy(data)
+            _fill_defaults(data, EG3D_DEFAULTS)
+        return data
+
+    @model_validator(mode="after")
+    def _layer_selection_supported(self) -> "AdaptConfig":
+        if self.generator.kind == "eg3d" and self.layers.k > 0:
+            raise ValueError("layers.k > 0 (layer selection) is defined on StyleGAN2's W+ only; use layers.k=0 for EG3D")
+        return self
 
     # The paper's effective learning rates: Fusion 0.002 / 2 * 0.8, NADA 0.002 * 0.8.
     @property

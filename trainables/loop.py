@@ -22,9 +22,9 @@ from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
 from .checkpointing import load_train_state, save_train_state
 from .config import AdaptConfig
 from .config_io import dump_config
-from .generators import load_generator, save_rosinality
+from .generator_kinds import generator_kind
 from .grids import save_rows
-from .trainable_set import base_trainable_names, names_for_layers, rank_wplus_layers, set_trainable
+from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable
 
 KEEP_CHECKPOINTS = 2
 
@@ -70,17 +70,17 @@ def _grad_norm(g: torch.nn.Module) -> float:
 class _Sampler:
     """Fixed grid latents (train.sample_seed), the frozen row rendered once."""
 
-    def __init__(self, cfg: AdaptConfig, g_frozen: torch.nn.Module, device: torch.device):
-        self.cfg, self.device = cfg, device
-        z = torch.randn(cfg.train.sample_count, g_frozen.cfg.style_dim,
+    def __init__(self, cfg: AdaptConfig, kind, g_frozen: torch.nn.Module, device: torch.device):
+        self.kind = kind
+        z = torch.randn(cfg.train.sample_count, kind.z_dim(g_frozen),
                         generator=torch.Generator().manual_seed(cfg.train.sample_seed)).to(device)
         with torch.no_grad():
-            self.wp = g_frozen.truncate(g_frozen.broadcast(g_frozen.mapping(z)), cfg.train.sample_truncation)
-            self.frozen_row = g_frozen.synthesis(self.wp, noise_mode="const")
+            self.inputs = kind.grid_inputs(g_frozen, z, cfg.train.sample_truncation)
+            self.frozen_row = kind.render_grid(g_frozen, self.inputs)
 
     @torch.no_grad()
     def grid(self, g_train: torch.nn.Module, path: Path) -> Path:
-        return save_rows([self.frozen_row, g_train.synthesis(self.wp, noise_mode="const")], path)
+        return save_rows([self.frozen_row, self.kind.render_grid(g_train, self.inputs)], path)
 
 
 def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None,
@@ -98,10 +98,10 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     rng = torch.Generator().manual_seed(cfg.seed)                     # z, t, SDS noise
     noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # per-layer generator noise
 
-    g_frozen = load_generator(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
+    kind = generator_kind(cfg.generator.kind)
+    g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
     g_train = copy.deepcopy(g_frozen)
-    base_names = base_trainable_names(g_train, cfg.method, cfg.optim.freeze_bias)
-    set_trainable(g_train, base_names)
+    set_trainable(g_train, kind.trainable_names(g_train, cfg.method, cfg.optim.freeze_bias))
     # Adam over every generator parameter; requires_grad decides which ones get gradients (and steps).
     optimizer = torch.optim.Adam(g_train.parameters(), lr=cfg.learning_rate, betas=(cfg.optim.beta1, cfg.optim.beta2))
 
@@ -118,7 +118,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
         start = int(state["step"])
 
     guide = guidance if guidance is not None else build_guidance(cfg, device)
-    sampler = _Sampler(cfg, g_frozen, device)
+    sampler = _Sampler(cfg, kind, g_frozen, device)
     noise_mode = cfg.train.noise_mode
     cbs.on_start(start, cfg)
 
@@ -127,23 +127,22 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
                desc=f"{cfg.method}: {cfg.prompt[:40]}", disable=not progress, mininterval=1.0)
     for step in bar:
         tic = time.perf_counter()
-        z = torch.randn(cfg.train.batch_size, g_frozen.cfg.style_dim, generator=rng).to(device)
+        inputs = kind.step_inputs(g_frozen, cfg.train.batch_size, rng, cfg.train.truncation, device)
         with torch.no_grad():
-            wp = g_frozen.truncate(g_frozen.broadcast(g_frozen.mapping(z)), cfg.train.truncation)
-            x_frozen = g_frozen.synthesis(wp, noise_mode=noise_mode, noise_generator=noise_rng)
+            x_frozen = kind.render(g_frozen, inputs, noise_mode, noise_rng)
         t = int(guide.sample_timestep(rng))
 
         if cfg.layers.k > 0:
             set_trainable(g_train, set())  # selection moves W+ only; no generator gradients are needed
             chosen, movement = rank_wplus_layers(
-                wp,
-                render=lambda codes: g_train.synthesis(codes, noise_mode=noise_mode, noise_generator=noise_rng),
+                kind.wplus(inputs),
+                render=lambda codes: kind.render(g_train, kind.with_wplus(inputs, codes), noise_mode, noise_rng),
                 selection_backward=lambda x: guide.selection_backward(x, x_frozen, t=t, rng=rng),
                 k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr,
             )
             set_trainable(g_train, names_for_layers(g_train, chosen, cfg.optim.freeze_bias))
 
-        x_train = g_train.synthesis(wp, noise_mode=noise_mode, noise_generator=noise_rng)
+        x_train = kind.render(g_train, inputs, noise_mode, noise_rng)
         metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=rng))
         _check_finite(g_train, step, t, metrics, out)
         metrics["train/grad_norm"] = _grad_norm(g_train)
@@ -169,10 +168,10 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
             cbs.on_checkpoint(done, ckpt)
     bar.close()
 
-    generator_path = save_rosinality(g_train, out / "generator.pt")
+    generator_path = kind.save(g_train, out / "generator.pt")
     final_grid = sampler.grid(g_train, out / "samples" / "final.png")
     cbs.on_samples(cfg.train.iterations, final_grid)
-    result = AdaptResult(generator_path=Path(generator_path or out / "generator.pt"), final_grid_path=final_grid,
+    result = AdaptResult(generator_path=generator_path, final_grid_path=final_grid,
                          output_dir=out, steps=cfg.train.iterations,
                          metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
     cbs.on_end(result)

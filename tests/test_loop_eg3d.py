@@ -1,0 +1,47 @@
+"""EG3D through the same adaptation loop: paper defaults, trainable set, shared camera, outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_adapt_dict
+from trainables.config_io import ConfigError, validate_config
+from trainables.generators.eg3d import build_pocket_eg3d, load_eg3d, save_eg3d
+from trainables.loop import adapt
+
+
+@pytest.fixture(scope="module")
+def pocket_eg3d(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eg3d") / "pocket_eg3d.pt"
+    save_eg3d(build_pocket_eg3d(seed=0), path)
+    return path
+
+
+def _cfg(tiny_models, pocket_eg3d, out, **over):
+    data = tiny_adapt_dict(tiny_models, out, **over)
+    data["generator"] = {"kind": "eg3d", "checkpoint": str(pocket_eg3d)}
+    return data
+
+
+def test_eg3d_paper_defaults_fill_only_unset_fields(tiny_models, pocket_eg3d, tmp_path):
+    cfg = validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path))
+    assert cfg.guidance.grad_scale == 0.01 and cfg.guidance.rescale_noise is True
+    assert cfg.guidance.image_clamp_quantile is None and cfg.reg.lpips.scale == 20.0
+    assert cfg.train.noise_mode == "const"
+    explicit = validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path, guidance__grad_scale=0.5))
+    assert explicit.guidance.grad_scale == 0.5
+    with pytest.raises(ConfigError, match="layer selection"):
+        validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path, layers__k=2))
+
+
+def test_eg3d_adaptation_trains_backbone_synthesis_and_superresolution(tiny_models, pocket_eg3d, tmp_path):
+    cfg = validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path / "run", train__iterations=2,
+                               guidance__grad_scale=1.0, optim__lr=0.01))
+    result = adapt(cfg, progress=False)
+    assert result.final_grid_path.is_file()
+    before = load_eg3d(pocket_eg3d).state_dict()
+    after = load_eg3d(result.generator_path).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("backbone.synthesis.", "superresolution.")) for k in changed), changed
+    assert not any(k.endswith(".bias") for k in changed)
+    assert any(k.startswith("superresolution.") for k in changed)
