@@ -104,9 +104,17 @@ def sample_to_folder(
     device: str | torch.device = "auto",
     progress: bool = True,
     manifest_extra: dict[str, Any] | None = None,
+    kind: Any = None,
 ) -> dict[str, Any]:
-    """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest."""
+    """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest.
+
+    `kind` (trainables.generator_kinds) says how latents become images: StyleGAN2 by default; EG3D renders
+    fixed (z, camera) pairs."""
     from tqdm.auto import tqdm
+
+    from trainables.generator_kinds import generator_kind
+
+    kind = kind or generator_kind("stylegan2")
 
     dev = resolve_device(device) if isinstance(device, str) else device
     out = Path(out_dir)
@@ -114,14 +122,13 @@ def sample_to_folder(
     for stale in list_images(out):
         stale.unlink()
     g = generator.to(dev).eval()
-    native = int(g.cfg.size) if hasattr(g, "cfg") else None
+    native = None
     digests = []
     bar = tqdm(total=len(z), desc=f"sampling {out.name}", unit="img", disable=not progress)
     for start in range(0, len(z), batch_size):
         zb = z[start : start + batch_size].to(dev)
-        wp = g.broadcast(g.mapping(zb))
-        wp = g.truncate(wp, truncation)
-        x = g.synthesis(wp, noise_mode="const")
+        x = kind.render_grid(g, kind.eval_inputs(g, zb, truncation, first_index=start))
+        native = int(x.shape[-1])
         for i, img in enumerate(to_uint8(x, image_size)):
             name = out / f"{start + i:05d}.png"
             Image.fromarray(img).save(name)
@@ -138,16 +145,18 @@ def sample_to_folder(
         "file_pattern": "{i:05d}.png",
         "pixels_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),   # over decoded pixels, in order
         "device": str(dev),
+        "generator_kind": kind.name,
     }
     manifest.update(manifest_extra or {})
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
 
-def _load_generator(path: str | Path) -> torch.nn.Module:
-    from trainables.generators import load_generator
+def _load_generator(path: str | Path):
+    """(kind, generator) for any supported checkpoint (StyleGAN2 formats, EG3D)."""
+    from trainables.generator_kinds import load_any
 
-    return load_generator(str(path))
+    return load_any(str(path))
 
 
 def _manifest_matches(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,10 +197,10 @@ def sample_checkpoint(
     if not checkpoint.exists():
         raise FileNotFoundError(f"generator checkpoint not found: {checkpoint}")
     ckpt_sha = sha256_file(checkpoint)
-    g = None
+    g = kind = None
     if latents_path is None:
-        g = _load_generator(checkpoint)
-        latents_path = default_latents_path(cache_dir, latents_seed, num_samples, int(g.cfg.style_dim))
+        kind, g = _load_generator(checkpoint)
+        latents_path = default_latents_path(cache_dir, latents_seed, num_samples, int(kind.z_dim(g)))
     latents_path = Path(latents_path).expanduser().resolve()
     out = Path(out_dir)
     if reuse and latents_path.exists():
@@ -206,8 +215,8 @@ def sample_checkpoint(
         if have is not None:
             return have
     if g is None:
-        g = _load_generator(checkpoint)
-    z = load_or_create_latents(latents_path, num_samples, int(g.cfg.style_dim), latents_seed)
+        kind, g = _load_generator(checkpoint)
+    z = load_or_create_latents(latents_path, num_samples, int(kind.z_dim(g)), latents_seed)
     extra = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": ckpt_sha,
@@ -218,7 +227,7 @@ def sample_checkpoint(
     }
     return sample_to_folder(
         g, z, out, truncation=truncation, batch_size=batch_size, image_size=image_size,
-        device=device, progress=progress, manifest_extra=extra,
+        device=device, progress=progress, manifest_extra=extra, kind=kind,
     )
 
 

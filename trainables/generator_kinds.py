@@ -60,6 +60,13 @@ class StyleGAN2Kind:
     def z_dim(self, g) -> int:
         return g.cfg.style_dim
 
+    @torch.no_grad()
+    def eval_inputs(self, g, z: torch.Tensor, truncation: float, first_index: int = 0) -> torch.Tensor:
+        return self.grid_inputs(g, z, truncation)
+
+    def extra_artifacts(self, g, out_dir: Path, seed: int) -> list[Path]:
+        return []
+
 
 @dataclass
 class _EG3DGrid:
@@ -113,8 +120,73 @@ class EG3DKind:
     def z_dim(self, g) -> int:
         return g.z_dim
 
+    @torch.no_grad()
+    def eval_inputs(self, g, z: torch.Tensor, truncation: float, first_index: int = 0) -> _EG3DGrid:
+        """Fixed (z, camera) pairs: sample i is seen from orbit view i mod EVAL_VIEWS."""
+        from .generators.eg3d import orbit_cameras
 
+        views = orbit_cameras(EVAL_VIEWS, g.avg_camera_pivot, g.avg_camera_radius).to(z.device)
+        c = views[(torch.arange(z.shape[0]) + first_index) % EVAL_VIEWS]
+        return _EG3DGrid(ws=g.mapping(z, c, truncation_psi=truncation), c=c)
+
+    @torch.no_grad()
+    def extra_artifacts(self, g, out_dir: Path, seed: int, n_latents: int = 3, n_views: int = 9) -> list[Path]:
+        """A multi-view GIF: `n_latents` fixed latents side by side, sweeping the orbit views."""
+        from PIL import Image
+
+        from .generators.eg3d import orbit_cameras
+        from .grids import to_uint8
+
+        z = torch.randn(n_latents, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(g.device)
+        views = orbit_cameras(n_views, g.avg_camera_pivot, g.avg_camera_radius).to(g.device)
+        frames = []
+        for c in list(views) + list(views.flip(0))[1:-1]:
+            grid = self.render_grid(g, _EG3DGrid(ws=g.mapping(z, c.expand(n_latents, -1), truncation_psi=0.7),
+                                                 c=c.expand(n_latents, -1)))
+            row = torch.cat(list(to_uint8(grid)), dim=1)  # [H, n*W, 3]
+            frames.append(Image.fromarray(row.numpy()))
+        path = Path(out_dir) / "samples" / "orbit.gif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=120, loop=0)
+        return [path]
+
+
+EVAL_VIEWS = 5
 KINDS: dict[str, Any] = {"stylegan2": StyleGAN2Kind(), "eg3d": EG3DKind()}
+
+
+def detect_kind(path: str | Path) -> str:
+    """'eg3d' for this project's EG3D files and EG3D network pickles, else 'stylegan2' (decided by content)."""
+    from .generators.formats import CheckpointError
+
+    path = Path(path)
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK"):  # torch zip archive
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            return "stylegan2"  # let the StyleGAN2 loader produce the precise error
+        from .generators.eg3d.formats import INTERNAL_FORMAT
+
+        is_eg3d = isinstance(obj, dict) and (obj.get("format") == INTERNAL_FORMAT or
+                                             any(str(k).startswith("backbone.") for k in obj))
+        return "eg3d" if is_eg3d else "stylegan2"
+    if head[:1] == b"\x80":  # a network pickle: EG3D's name a TriPlaneGenerator
+        from .generators.eg3d.formats import read_eg3d_pickle
+
+        try:
+            g_ema = read_eg3d_pickle(path).get("G_ema")
+        except CheckpointError:
+            return "stylegan2"  # the StyleGAN2 loader reports the precise problem
+        return "eg3d" if getattr(g_ema, "class_name", None) == "TriPlaneGenerator" else "stylegan2"
+    return "stylegan2"
+
+
+def load_any(path: str | Path):
+    """(kind, generator) for any supported checkpoint."""
+    kind = generator_kind(detect_kind(path))
+    return kind, kind.load(path)
 
 
 def generator_kind(name: str):

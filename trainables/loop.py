@@ -171,6 +171,8 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     generator_path = kind.save(g_train, out / "generator.pt")
     final_grid = sampler.grid(g_train, out / "samples" / "final.png")
     cbs.on_samples(cfg.train.iterations, final_grid)
+    for extra in kind.extra_artifacts(g_train, out, cfg.train.sample_seed):  # e.g. EG3D's multi-view GIF
+        cbs.on_samples(cfg.train.iterations, extra)
     result = AdaptResult(generator_path=generator_path, final_grid_path=final_grid,
                          output_dir=out, steps=cfg.train.iterations,
                          metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
