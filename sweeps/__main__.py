@@ -1,0 +1,129 @@
+"""python -m sweeps validate|run|status ...
+
+    python -m sweeps validate FILE [--skip-model-check]
+    python -m sweeps run FILE [--address ADDR] [--tracking-uri URI] [--resume] [--storage PATH]
+    python -m sweeps status NAME|FILE [--storage PATH] [--tracking-uri URI]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .spec import MissingModelError, SweepError
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]])
+
+
+def _short(value, n: int = 48) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .spec import check_models, estimate_gpu_hours, load_sweep
+
+    sweep = load_sweep(args.file)
+    spec = sweep.spec
+    _validate_evaluation(sweep)
+    print(f"sweep {spec.name}: {len(sweep.trials)} trial(s)"
+          + (f" (optuna: {spec.search.num_samples} samples)" if spec.search.type == "optuna" else ""))
+    cols = sweep.varying
+    iters = [] if "train.iterations" in cols else ["iterations"]
+    rows = [[f"trial_{t.index:03d}", *[_short(t.overrides.get(c)) for c in cols],
+             *([str(t.config.train.iterations)] if iters else [])] for t in sweep.trials]
+    print(_table(rows, ["trial", *cols, *iters]))
+    fixed = {k: v for k, v in (sweep.trials[0].overrides if sweep.trials else {}).items() if k not in cols}
+    if fixed:
+        print("same in every trial: " + ", ".join(f"{k}={_short(v, 32)}" for k, v in fixed.items()))
+    res = spec.resources
+    print(f"resources per trial: cpu={res.cpu:g} gpu={res.gpu:g}; max_concurrent_trials="
+          f"{spec.max_concurrent_trials or 'unlimited'}; retries={spec.retries}; search={spec.search.type}")
+    print(f"storage: {spec.storage_path}/{spec.name}; tracking: {spec.tracking_uri or 'local ./mlruns (served on loopback)'}")
+    if spec.retries and any(t.config.train.checkpoint_every == 0 for t in sweep.trials):
+        print("note: retries > 0 but train.checkpoint_every is 0: a retried trial restarts from step 0 "
+              "(set checkpoint_every in the sweep file)")
+    hours, text = estimate_gpu_hours(sweep)
+    print(f"estimated GPU time: {text}")
+    if args.skip_model_check:
+        print("model references: not checked (--skip-model-check)")
+    else:
+        check_models(sweep)
+        print("model references: all resolved")
+    return 0
+
+
+def _validate_evaluation(sweep) -> None:
+    if not sweep.spec.evaluation:
+        return
+    try:
+        from evaluation.config import EvalConfig
+    except ImportError:
+        return
+    from pydantic import ValidationError
+
+    try:
+        EvalConfig.model_validate(sweep.spec.evaluation)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ("evaluation", *err["loc"])
+        raise SweepError(f"{sweep.marks.where(loc)}: evaluation.{'.'.join(map(str, err['loc']))}: {err['msg']} "
+                         f"(see evaluation/config.py EvalConfig)") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .launcher import run_sweep
+    from .spec import load_sweep
+
+    _validate_evaluation(load_sweep(args.file))
+    return run_sweep(args.file, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
+                     storage=args.storage, skip_model_check=args.skip_model_check)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import sweep_status
+
+    print(sweep_status(args.name, storage=args.storage, tracking_uri=args.tracking_uri))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="check a sweep file and print its trials")
+    v.add_argument("file")
+    v.add_argument("--skip-model-check", action="store_true", help="do not resolve model references")
+    v.set_defaults(fn=cmd_validate)
+    r = sub.add_parser("run", help="run a sweep with Ray Tune")
+    r.add_argument("file")
+    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep file's, MLFLOW_TRACKING_URI, "
+                                          "else ./mlruns served on loopback)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
+    r.add_argument("--storage", help="Tune storage path (default: the sweep file's storage_path)")
+    r.add_argument("--skip-model-check", action="store_true", help=argparse.SUPPRESS)
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("status", help="progress of a sweep (Tune state + MLflow)")
+    s.add_argument("name", help="sweep name or sweep file")
+    s.add_argument("--storage", help="Tune storage path (default runs/sweeps or the file's)")
+    s.add_argument("--tracking-uri")
+    s.set_defaults(fn=cmd_status)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except MissingModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Run a sweep with Ray Tune: embedded local Ray by default, a cluster with --address or under `ray job submit`.
+
+    python -m sweeps run FILE [--address ADDR] [--tracking-uri URI] [--resume] [--storage PATH]
+
+Order of events: load + validate the sweep file and resolve every model reference (nothing starts if one
+is missing) -> tracking (a loopback MLflow server over ./mlruns unless a URI is given) -> parent run ->
+Ray -> Tuner.fit (or Tuner.restore with --resume) -> parent run finished with a per-trial summary.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.tracking import (LocalMlflowServer, default_tracking_dir, finish_run, git_commit,
+                                 start_parent_run)
+
+from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
+
+STATE_FILE = "sweep_state.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",          # Tune's CLIReporter table with the latest metrics
+}
+
+
+def quiet_env() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def experiment_dir(storage: str | Path, name: str) -> Path:
+    return Path(storage).expanduser().resolve() / name
+
+
+def read_state(exp_dir: Path) -> dict[str, Any]:
+    path = exp_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_state(exp_dir: Path, state: dict[str, Any]) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = exp_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, exp_dir / STATE_FILE)
+
+
+def _absolutize_refs(base: dict[str, Any]) -> dict[str, Any]:
+    """Embedded runs: relative local model paths that exist from here become absolute (workers agree)."""
+    import copy
+
+    base = copy.deepcopy(base)
+    for ref in REF_FIELDS:
+        value = get_dotted(base, ref)
+        if isinstance(value, str) and not os.path.isabs(value) and Path(value).exists():
+            set_dotted(base, ref, str(Path(value).resolve()))
+    return base
+
+
+def points(sweep: Sweep) -> list[dict[str, Any]]:
+    return [{"index": t.index, "overrides": t.overrides} for t in sweep.trials]
+
+
+def param_space(sweep: Sweep) -> dict[str, Any]:
+    from ray import tune
+
+    search = sweep.spec.search
+    if isinstance(search, OptunaSearch):
+        space = {}
+        for path, d in search.params.items():
+            if d.dist == "uniform":
+                space[path] = tune.uniform(d.low, d.high)
+            elif d.dist == "loguniform":
+                space[path] = tune.loguniform(d.low, d.high)
+            elif d.dist == "int":
+                space[path] = tune.randint(int(d.low), int(d.high) + 1)
+            else:
+                space[path] = tune.choice(d.values)
+        return {"point": {"index": None, "overrides": space}}
+    return {"point": tune.grid_search(points(sweep))}
+
+
+def trial_name(trial: Any) -> str:
+    index = (trial.config.get("point") or {}).get("index")
+    return f"trial_{index:03d}" if isinstance(index, int) else f"trial_{trial.trial_id}"
+
+
+def _reporter(sweep: Sweep):
+    from ray.tune import CLIReporter
+
+    params = {f"point/overrides/{p}": p for p in sweep.varying}
+    if isinstance(sweep.spec.search, OptunaSearch):
+        params = {f"point/overrides/{p}": p for p in sweep.spec.search.params}
+    metrics = {"step": "step", "perf/it_per_s": "it/s", "train/grad_norm": "grad_norm"}
+    metric = getattr(sweep.spec.search, "metric", None)
+    if metric:
+        metrics[metric] = metric
+    return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=15,
+                       sort_by_metric=False, max_progress_rows=50)
+
+
+def _tune_config(sweep: Sweep):
+    from ray import tune
+
+    search = sweep.spec.search
+    kwargs: dict[str, Any] = dict(max_concurrent_trials=sweep.spec.max_concurrent_trials,
+                                  trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+    if isinstance(search, AshaSearch):
+        from ray.tune.schedulers import ASHAScheduler
+
+        max_t = search.max_t or max(t.config.train.iterations for t in sweep.trials)
+        kwargs["scheduler"] = ASHAScheduler(time_attr="step", metric=search.metric, mode=search.mode,
+                                            grace_period=search.grace_period, max_t=max_t,
+                                            reduction_factor=search.reduction_factor)
+    elif isinstance(search, OptunaSearch):
+        from ray.tune.search.optuna import OptunaSearch as _Optuna
+
+        kwargs["search_alg"] = _Optuna(metric=search.metric, mode=search.mode, seed=search.seed)
+        kwargs["num_samples"] = search.num_samples
+    return tune.TuneConfig(**kwargs)
+
+
+def _init_ray(address: str | None, sweep: Sweep) -> bool:
+    """Connect or start Ray. Returns True when this process started an embedded instance."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; keeps ~/.ray/auth_token out of it
+    # workers inherit this process's environment: make the project importable from any worker cwd
+    paths = [str(REPO_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    res = sweep.spec.resources
+    num_gpus = None
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(res.cpu + 0.999)), num_gpus=num_gpus, include_dashboard=False,
+             configure_logging=True, log_to_driver=True)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if res.gpu > 0 and gpus < res.gpu:
+        ray.shutdown()
+        raise SweepError(
+            f"{sweep.marks.where(('resources', 'gpu'))}: each trial asks for {res.gpu} GPU but this machine has "
+            f"{gpus:g}: run it on a GPU cluster (--address or ray job submit, docs/cluster.md) or set resources.gpu: 0"
+        )
+    return True
+
+
+def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str | None = None,
+              resume: bool = False, storage: str | None = None, skip_model_check: bool = False,
+              verbose: int = 1, out=sys.stdout) -> int:
+    quiet_env()
+    sweep = load_sweep(file)
+    if not skip_model_check:
+        check_models(sweep)          # fail fast: missing weights stop everything here
+    spec = sweep.spec
+    try:  # the function every trial calls must import here too (same code, same PYTHONPATH as the workers)
+        from .trial import import_entrypoint
+
+        import_entrypoint(spec.entrypoint)
+    except Exception as exc:
+        raise SweepError(f"{sweep.marks.where(('entrypoint',))}: entrypoint {spec.entrypoint!r} cannot be imported "
+                         f"({type(exc).__name__}: {exc}); give 'module:function' with adapt's signature") from None
+    storage_path = storage or spec.storage_path
+    exp_dir = experiment_dir(storage_path, spec.name)
+    cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+
+    from ray import tune
+
+    state = read_state(exp_dir)
+    spec_hash = hashlib.sha256(sweep.text.encode()).hexdigest()[:16]
+    if resume:
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise SweepError(f"{file}: --resume: no interrupted sweep at {exp_dir} (run it without --resume first, "
+                             f"or pass the --storage it ran with)")
+        if state.get("spec_sha256") not in (None, spec_hash):
+            raise SweepError(f"{file}: --resume: the sweep file changed since this sweep started (its trials would "
+                             f"mix two configs): restore the file as it was, or run the new one under another name")
+    elif (exp_dir / STATE_FILE).exists() or tune.Tuner.can_restore(str(exp_dir)):
+        raise SweepError(f"{file}: sweep '{spec.name}' already has results at {exp_dir}: pass --resume to continue "
+                         f"it, or choose another name / --storage, or remove that folder to start over")
+
+    # tracking: CLI > sweep file > environment > (resume: what it used) > a loopback server over ./mlruns
+    uri = tracking_uri or spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if resume and not uri and state.get("tracking_uri", "").startswith("sqlite:"):
+        uri = None  # served again below
+    server = None
+    if not uri and cluster:
+        raise SweepError(
+            f"{file}: running on a Ray cluster but no MLflow tracking URI is known: pass --tracking-uri "
+            f"http://<mlflow-host>:5000, set tracking_uri in the sweep file, or start the head with MLFLOW_TRACKING_URI "
+            f"in its environment (platform/local/up and platform/ray/cluster.yaml do)")
+    if not uri:
+        store = Path(state.get("local_store") or default_tracking_dir())
+        server = LocalMlflowServer(store, log_path=exp_dir / "mlflow_server.log")
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        server.start()
+        uri = server.url
+        print(f"MLflow: local store {store} served at {uri}", file=out)
+    embedded = False
+    try:
+        commit = git_commit(REPO_ROOT)
+        parent = start_parent_run(
+            uri, spec.name, run_name=f"{spec.name}" + (" (resumed)" if resume else ""),
+            tags={"sweep.role": "parent", "sweep.name": spec.name, "sweep.file": str(file),
+                  "sweep.trials": len(sweep.trials), "git_commit": commit},
+            spec_text=sweep.text, extra_artifacts={"trials.csv": trials_csv(sweep)},
+            run_id=state.get("parent_run_id") if resume else None,
+            # the laptop default: artifacts as plain files beside the SQLite store, readable without a server
+            artifact_location=(server.store_dir / "artifacts").as_uri() if server else None,
+        )
+        write_state(exp_dir, {"name": spec.name, "file": str(Path(file).resolve()), "parent_run_id": parent,
+                              "spec_sha256": spec_hash,
+                              "tracking_uri": uri if not server else server.backend_uri,
+                              "local_store": str(server.store_dir) if server else None,
+                              "storage_path": str(exp_dir.parent), "started": time.time()})
+        embedded = _init_ray(address, sweep)
+        base = _absolutize_refs(sweep.base) if not cluster else sweep.base
+        ctx = {
+            "experiment": spec.name, "base": base, "checkpoint_every": spec.checkpoint_every,
+            "entrypoint": spec.entrypoint, "tracking_uri": uri, "parent_run_id": parent,
+            "trials_dir": str(exp_dir / "trials"), "git_commit": commit, "evaluation": spec.evaluation,
+            "log_generator_max_mb": spec.log_generator_max_mb, "cwd": os.getcwd() if not cluster else None,
+        }
+        results = _fit(sweep, ctx, exp_dir, resume)
+        errors = sum(1 for r in results if r.error is not None)
+        finish_run(uri, parent, "FAILED" if errors else "FINISHED",
+                   tags={"sweep.trials_ok": len(results) - errors, "sweep.trials_failed": errors})
+        print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
+              f"MLflow experiment '{spec.name}' at {uri}; results in {exp_dir}", file=out)
+        return 1 if errors else 0
+    finally:
+        if embedded:
+            import ray
+
+            ray.shutdown()
+        if server is not None:
+            server.stop()
+
+
+def _fit(sweep: Sweep, ctx: dict[str, Any], exp_dir: Path, resume: bool):
+    from ray import tune
+
+    from .trial import run_trial
+
+    res = sweep.spec.resources
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": res.cpu, "gpu": res.gpu})
+    if resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(sweep),
+            tune_config=_tune_config(sweep),
+            run_config=tune.RunConfig(
+                name=sweep.spec.name,
+                storage_path=str(exp_dir.parent),
+                failure_config=tune.FailureConfig(max_failures=sweep.spec.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                progress_reporter=_reporter(sweep),
+                verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def trials_csv(sweep: Sweep) -> str:
+    buf = io.StringIO()
+    cols = sweep.varying
+    writer = csv.writer(buf)
+    writer.writerow(["trial", *cols, "iterations"])
+    for t in sweep.trials:
+        writer.writerow([t.index, *[t.overrides.get(c) for c in cols], t.config.train.iterations])
+    return buf.getvalue()

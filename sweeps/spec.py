@@ -1,0 +1,684 @@
+"""Sweep files: schema, expansion into trials, and errors that name the file, the line and the fix.
+
+A sweep file is YAML:
+
+    name: ffhq-long-prompt                 # MLflow experiment and Tune experiment name
+    base: ../configs/ffhq.yaml             # AdaptConfig: a path (relative to this file) or an inline mapping
+    grid:                                  # cartesian product; keys are dotted paths into AdaptConfig
+      reg.directional.weight: [0.0, 1.0]
+      seed: [42, 43]
+    zip:                                   # each group varies together (equal lengths); groups multiply the grid
+      - method: [fusion, nada]
+        optim.lr: [0.0008, 0.0016]
+    resources: {cpu: 4, gpu: 1}            # per trial; fractional allowed
+    max_concurrent_trials: 4
+    retries: 2                             # Tune FailureConfig(max_failures): resume from the last checkpoint
+    storage_path: ${SWEEPS_STORAGE:-runs/sweeps}
+    tracking_uri: null                     # null = local SQLite store in ./mlruns served on loopback
+    checkpoint_every: 100                  # overrides train.checkpoint_every in every trial
+    search: {type: grid}                   # grid | asha | optuna
+    evaluation: {...}                      # passed to evaluation.EvalConfig
+
+`${VAR}` and `${VAR:-default}` are expanded in paths (base, model references, storage_path, tracking_uri).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainables.config import AdaptConfig, flatten
+
+
+class SweepError(ValueError):
+    """A sweep file problem: the message names the file, the line or field path, and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------- YAML with marks
+Path_ = tuple  # a key path into the YAML document: ("grid", "prompt", 2)
+
+
+@dataclass
+class Marks:
+    """1-based line numbers of every key (and list item) in a YAML document."""
+
+    file: str
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+    def line(self, path: tuple) -> int | None:
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    def where(self, path: tuple) -> str:
+        line = self.line(path)
+        return f"{self.file}:{line}" if line else self.file
+
+
+def _walk_marks(node: yaml.Node, path: tuple, marks: Marks, dupes: list) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dupes.append((path + (key,), seen[key], line))
+            seen[key] = line
+            marks.lines[path + (key,)] = line
+            _walk_marks(value_node, path + (key,), marks, dupes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            marks.lines[path + (i,)] = item.start_mark.line + 1
+            _walk_marks(item, path + (i,), marks, dupes)
+
+
+def load_yaml_with_marks(text: str, file: str) -> tuple[Any, Marks]:
+    marks = Marks(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        raise SweepError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)} (fix the syntax)") from None
+    dupes: list = []
+    if node is not None:
+        _walk_marks(node, (), marks, dupes)
+    if dupes:
+        path, first, second = dupes[0]
+        what = "axis" if len(path) >= 2 and path[0] in ("grid", "zip") else "key"
+        raise SweepError(
+            f"{file}:{second}: {what} '{_dotted(path)}' is given twice (first at line {first}); "
+            f"YAML would silently keep only the last one: merge the values into one list"
+        )
+    return data, marks
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+# ----------------------------------------------------------------------------------------------- env expansion
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str, where: str = "") -> str:
+    """Expand `${VAR}`, `${VAR:-default}` and `$VAR`; an unset variable without default is an error."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        default = m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise SweepError(
+            f"{where}: environment variable {name} is not set (used in {value!r}): "
+            f"export {name}=... before running, or write ${{{name}:-default}}"
+        )
+
+    return os.path.expanduser(_ENV.sub(sub, value))
+
+
+# Model references and paths: the fields where ${VAR} is expanded.
+REF_FIELDS = ("generator.checkpoint", "guidance.model", "guidance.text_encoder", "output_dir")
+
+
+# ----------------------------------------------------------------------------------------------- schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)      # CPUs per trial (fractional allowed)
+    gpu: float = Field(0.0, ge=0)      # GPUs per trial (fractional allowed: 0.5 = two trials per GPU)
+
+
+class GridSearch(_Strict):
+    type: Literal["grid"] = "grid"
+
+
+class AshaSearch(_Strict):
+    type: Literal["asha"]
+    metric: str                                # a step metric reported by the loop, e.g. loss/sds_mse
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = Field(100, ge=1)       # in loop steps
+    reduction_factor: float = Field(4.0, gt=1)
+    max_t: int | None = Field(None, ge=1)      # default: the largest train.iterations of the sweep
+
+
+class Distribution(_Strict):
+    dist: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None            # for choice
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.dist == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.dist} needs low < high")
+        return self
+
+
+class OptunaSearch(_Strict):
+    type: Literal["optuna"]
+    num_samples: int = Field(..., ge=1)
+    metric: str
+    mode: Literal["min", "max"] = "min"
+    params: dict[str, Distribution] = Field(..., min_length=1)   # dotted AdaptConfig path -> distribution
+    seed: int = 0
+
+
+class SweepSpec(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: Union[str, dict[str, Any]]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    retries: int = Field(0, ge=0)
+    storage_path: str = "runs/sweeps"
+    tracking_uri: str | None = None
+    checkpoint_every: int | None = Field(None, ge=0)
+    search: Union[GridSearch, AshaSearch, OptunaSearch] = Field(default_factory=GridSearch, discriminator="type")
+    evaluation: dict[str, Any] | None = None
+    entrypoint: str = "trainables.loop:adapt"   # module:function with adapt's signature
+    log_generator_max_mb: float = Field(256.0, ge=0)  # log the adapted generator as an artifact below this size
+
+
+# ----------------------------------------------------------------------------------------------- AdaptConfig paths
+def _unwrap(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        out = []
+        for arg in typing.get_args(annotation):
+            out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def config_field(path: str, model: type[BaseModel] = AdaptConfig) -> tuple[bool, list[str]]:
+    """(exists, suggestions) for a dotted path into `model`."""
+    parts = path.split(".")
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(parts):
+        if current is None or part not in current.model_fields:
+            names = list(current.model_fields) if current is not None else []
+            prefix = ".".join(parts[:i])
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
+            full = [f"{prefix}.{c}" if prefix else c for c in (close or names)]
+            return False, full
+        annotation = current.model_fields[part].annotation
+        current = next((a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return True, []
+
+
+def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def get_dotted(data: dict[str, Any], path: str, default: Any = None) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+# ----------------------------------------------------------------------------------------------- expansion
+@dataclass
+class Trial:
+    index: int
+    overrides: dict[str, Any]        # axis path -> value for this grid point
+    config: AdaptConfig              # the validated config of this grid point
+
+    @property
+    def label(self) -> str:
+        parts = []
+        for key, value in self.overrides.items():
+            short = key.split(".")[-1] if key.count(".") else key
+            text = str(value)
+            parts.append(f"{short}={text[:24]}")
+        return ",".join(parts)
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    file: Path
+    text: str
+    base: dict[str, Any]             # base AdaptConfig mapping (env-expanded)
+    axes: list[list[str]]            # groups of axis paths: [path] for grid axes, [paths] for zip groups
+    trials: list[Trial]
+    marks: Marks
+
+    @property
+    def varying(self) -> list[str]:
+        """Axis paths whose value differs between trials (the table columns)."""
+        out = []
+        for group in self.axes:
+            for path in group:
+                if len({repr(t.overrides.get(path)) for t in self.trials}) > 1:
+                    out.append(path)
+        return out
+
+    @property
+    def storage_path(self) -> str:
+        return self.spec.storage_path
+
+    def point(self, overrides: dict[str, Any]) -> AdaptConfig:
+        """The config of an arbitrary point (used for optuna samples)."""
+        return build_config(self.base, overrides, self.spec.checkpoint_every)
+
+
+def build_config(base: dict[str, Any], overrides: dict[str, Any], checkpoint_every: int | None) -> AdaptConfig:
+    data = copy.deepcopy(base)
+    for path, value in overrides.items():
+        if path in REF_FIELDS and isinstance(value, str):
+            value = expand_env(value, where=path)
+        set_dotted(data, path, value)
+    if checkpoint_every is not None:
+        set_dotted(data, "train.checkpoint_every", checkpoint_every)
+    return AdaptConfig.model_validate(data)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<config>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _load_base(spec: SweepSpec, file: Path, marks: Marks) -> dict[str, Any]:
+    if isinstance(spec.base, dict):
+        data = copy.deepcopy(spec.base)
+        source = f"{marks.where(('base',))} (inline base)"
+    else:
+        rel = expand_env(spec.base, where=f"{marks.where(('base',))}: base")
+        path = Path(rel) if os.path.isabs(rel) else (file.parent / rel)
+        if not path.is_file():
+            raise SweepError(
+                f"{marks.where(('base',))}: base config {rel!r} not found (looked at {path}); the path is relative "
+                f"to the sweep file: fix the path or give the config inline as a mapping"
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SweepError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SweepError(f"{path}: a base config must be a mapping of AdaptConfig fields")
+        ckpt = get_dotted(data, "generator.checkpoint")
+        if isinstance(ckpt, str):   # relative checkpoint paths beside the base file (config_io's rule)
+            expanded = expand_env(ckpt, where=f"{path}: generator.checkpoint")
+            if not os.path.isabs(expanded) and (path.parent / expanded).exists() and not Path(expanded).exists():
+                set_dotted(data, "generator.checkpoint", str((path.parent / expanded).resolve()))
+        source = str(path)
+    for ref in REF_FIELDS:
+        value = get_dotted(data, ref)
+        if isinstance(value, str):
+            set_dotted(data, ref, expand_env(value, where=f"{source}: {ref}"))
+    return data
+
+
+def _check_axis_path(path: str, where: str) -> None:
+    ok, suggestions = config_field(path)
+    if not ok:
+        hint = f"did you mean {', '.join(repr(s) for s in suggestions[:3])}?" if suggestions else ""
+        raise SweepError(
+            f"{where}: axis '{path}' names no AdaptConfig field ({hint} axes are dotted paths into "
+            f"trainables/config.py, e.g. guidance.cfg_scale, reg.directional.weight)"
+        )
+
+
+def _check_values(path: str, values: list[Any], marks: Marks, key: tuple, unique: bool = True) -> None:
+    where = marks.where(key)
+    if not isinstance(values, list):
+        raise SweepError(f"{where}: axis '{path}' must be a list of values, e.g. {path}: [a, b]")
+    if not values:
+        raise SweepError(f"{where}: axis '{path}' is empty: give at least one value or remove the axis")
+    if not unique:
+        return
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        key_repr = repr(value)
+        if key_repr in seen:
+            line = marks.line(key + (i,)) or marks.line(key)
+            raise SweepError(
+                f"{marks.file}:{line}: axis '{path}' repeats the value {value!r} (also item {seen[key_repr] + 1}): "
+                f"duplicate grid points would train the same trial twice; remove the repeat"
+            )
+        seen[key_repr] = i
+
+
+def _format_spec_error(exc: ValidationError, marks: Marks) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # drop pydantic's discriminator tags from the path ("search", "asha", "metric")
+        clean = loc[:1] + loc[2:] if loc[:1] == ("search",) and loc[1:2] and loc[1] in ("grid", "asha", "optuna") else loc
+        loc = clean
+        if err["type"] == "extra_forbidden":
+            names = [n for n in _spec_fields_at(clean[:-1])]
+            close = difflib.get_close_matches(str(clean[-1]), names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(names)}"
+            lines.append(f"{marks.where(loc)}: unknown field '{_dotted(clean)}' ({hint})")
+        elif err["type"] == "missing":
+            lines.append(f"{marks.file}: required field '{_dotted(clean)}' is missing: add it")
+        else:
+            lines.append(
+                f"{marks.where(loc)}: field '{_dotted(clean)}': {err['msg']} (got {err.get('input')!r})"
+            )
+    return "\n".join(lines)
+
+
+def _spec_fields_at(path: tuple) -> list[str]:
+    model: Any = SweepSpec
+    for part in path:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return list(fields)
+        candidates = [a for a in _unwrap(fields[part].annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = candidates[0] if candidates else None
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def load_sweep(file: str | Path) -> Sweep:
+    """Parse, validate and expand a sweep file. Raises SweepError naming the file, line and fix."""
+    file = Path(file)
+    if not file.is_file():
+        raise SweepError(f"{file}: sweep file not found (give the path to a YAML sweep file, e.g. sweeps/pocket/quick.yaml)")
+    text = file.read_text()
+    data, marks = load_yaml_with_marks(text, str(file))
+    if not isinstance(data, dict):
+        raise SweepError(f"{file}: the top level of a sweep file must be a mapping (name, base, grid, ...)")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SweepError(_format_spec_error(exc, marks)) from None
+
+    # paths with ${VAR}
+    spec.storage_path = expand_env(spec.storage_path, where=f"{marks.where(('storage_path',))}: storage_path")
+    if spec.tracking_uri:
+        spec.tracking_uri = expand_env(spec.tracking_uri, where=f"{marks.where(('tracking_uri',))}: tracking_uri")
+
+    base = _load_base(spec, file, marks)
+
+    # axes: names, values, no axis twice, no overlapping axes
+    groups: list[list[str]] = []
+    values: dict[str, list[Any]] = {}
+    where_of: dict[str, tuple] = {}
+
+    def add(path: str, vals: list[Any], key: tuple, unique: bool = True) -> None:
+        where = marks.where(key)
+        if path in values:
+            raise SweepError(
+                f"{where}: axis '{path}' is given twice (also at {marks.where(where_of[path])}): "
+                f"an axis belongs to the grid or to one zip group, not both"
+            )
+        for other in values:
+            if path.startswith(other + ".") or other.startswith(path + "."):
+                raise SweepError(
+                    f"{where}: axis '{path}' overlaps axis '{other}' (at {marks.where(where_of[other])}): "
+                    f"set either the whole section or its fields, not both"
+                )
+        _check_axis_path(path, where)
+        _check_values(path, vals, marks, key, unique)
+        values[path] = vals
+        where_of[path] = key
+
+    for path, vals in spec.grid.items():
+        add(path, vals, ("grid", path))
+        groups.append([path])
+    for gi, group in enumerate(spec.zip):
+        if not group:
+            raise SweepError(f"{marks.where(('zip', gi))}: zip group {gi + 1} is empty: remove it or add axes")
+        lengths = {p: len(v) if isinstance(v, list) else -1 for p, v in group.items()}
+        for path, vals in group.items():
+            add(path, vals, ("zip", gi, path), unique=False)
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{p}: {n}" for p, n in lengths.items())
+            raise SweepError(
+                f"{marks.where(('zip', gi))}: zip group {gi + 1} has lists of different lengths ({detail}): "
+                f"zipped axes vary together, so give every list the same length"
+            )
+        seen_rows: dict[str, int] = {}
+        for i in range(next(iter(lengths.values()))):
+            row = repr(tuple(group[p][i] for p in group))
+            if row in seen_rows:
+                first = next(iter(group))
+                raise SweepError(
+                    f"{marks.file}:{marks.line(('zip', gi, first, i))}: zip group {gi + 1} repeats the combination "
+                    f"{dict((p, group[p][i]) for p in group)} (also item {seen_rows[row] + 1}): duplicate grid points "
+                    f"would train the same trial twice; remove the repeat"
+                )
+            seen_rows[row] = i
+        groups.append(list(group))
+
+    if isinstance(spec.search, OptunaSearch):
+        if values:
+            raise SweepError(
+                f"{marks.where(('search',))}: search type 'optuna' samples search.params; grid/zip axes cannot be "
+                f"combined with it: move them into search.params as 'choice' distributions or use type 'grid'"
+            )
+        for path in spec.search.params:
+            _check_axis_path(path, marks.where(("search", "params", path)))
+
+    # the grid points: product over groups; a zip group contributes its i-th values together
+    choices = []
+    for group in groups:
+        n = len(values[group[0]])
+        choices.append([{p: values[p][i] for p in group} for i in range(n)])
+    trials: list[Trial] = []
+    for index, combo in enumerate(itertools.product(*choices) if choices else [()]):
+        overrides: dict[str, Any] = {}
+        for part in combo:
+            overrides.update(part)
+        try:
+            cfg = build_config(base, overrides, spec.checkpoint_every)
+        except SweepError:
+            raise
+        except ValidationError as exc:
+            # point at the axis that produced the bad field, else at the base
+            culprit = None
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                culprit = next((p for p in overrides if loc == p or loc.startswith(p + ".") or p.startswith(loc + ".")), culprit)
+            where = marks.where(where_of[culprit]) if culprit else marks.where(("base",))
+            point = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "(no axes)"
+            raise SweepError(
+                f"{where}: grid point trial_{index:03d} ({point}) gives an invalid AdaptConfig: {_validation_message(exc)} "
+                f"(fix the {'axis values' if culprit else 'base config'})"
+            ) from None
+        trials.append(Trial(index=index, overrides=overrides, config=cfg))
+    if isinstance(spec.search, OptunaSearch):
+        trials = trials[:1]  # the base point; samples are drawn at run time
+    return Sweep(spec=spec, file=file, text=text, base=base, axes=groups, trials=trials, marks=marks)
+
+
+# ----------------------------------------------------------------------------------------------- model references
+class MissingModelError(SweepError):
+    """A model a trial needs is not on this machine: raised before any trial starts."""
+
+
+def _check_local_file(ref: str, what: str, trial_idx: list[int]) -> str | None:
+    if not Path(ref).exists():
+        where = "" if os.path.isabs(ref) else f", i.e. {Path(ref).resolve()}"
+        return (
+            f"{what} not found: {ref}{where} (needed by trial(s) {_idx(trial_idx)}). Put the file there "
+            f"(see docs/cluster.md, 'Model weights'), or point the path at it (paths expand ${{MODELS_DIR}})"
+        )
+    return None
+
+
+def _idx(indices: list[int]) -> str:
+    shown = ", ".join(f"trial_{i:03d}" for i in indices[:6])
+    return shown + (", ..." if len(indices) > 6 else "")
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or ref.endswith((".pt", ".pkl", ".pth", ".safetensors", ".bin"))
+
+
+def _check_diffusers(ref: str, kind: str) -> str | None:
+    try:
+        from trainables import refs  # type: ignore
+    except ImportError:
+        refs = None
+    if refs is not None:
+        resolver = getattr(refs, "resolve_diffusers_ref" if kind == "diffusers" else "resolve_text_encoder_ref", None)
+        if resolver is None and kind != "diffusers":
+            resolver = getattr(refs, "resolve_hf_ref", None) or getattr(refs, "resolve_diffusers_ref", None)
+        if resolver is not None:
+            try:
+                if resolver is getattr(refs, "resolve_diffusers_ref", None):
+                    resolver(ref, subfolders=("unet", "vae", "scheduler") if kind == "diffusers" else ("",),
+                             allow_download=False)
+                else:
+                    resolver(ref)
+                return None
+            except Exception as exc:  # ModelNotFoundError carries the actionable text
+                return str(exc)
+    if Path(ref).exists():
+        return None
+    if _looks_local(ref) or Path(ref).is_absolute():
+        return f"{kind} model not found: {ref} (a local path that does not exist)"
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(ref, local_files_only=True)
+        return None
+    except Exception:
+        return (
+            f"{kind} model {ref!r} is not in the local Hugging Face cache and hub access is offline here: "
+            f"fetch it on a machine with access with `huggingface-cli download {ref}` (then copy the cache, "
+            f"HF_HOME), or point the sweep at a local directory"
+        )
+
+
+def _check_open_clip(name: str, pretrained: str) -> str | None:
+    try:
+        from trainables import refs  # type: ignore
+
+        resolver = getattr(refs, "resolve_open_clip_ref", None)
+        if resolver is not None:
+            try:
+                resolver(name, pretrained)
+                return None
+            except Exception as exc:
+                return str(exc)
+    except ImportError:
+        pass
+    if Path(pretrained).exists():
+        return None
+    if _looks_local(pretrained):
+        return f"open_clip weights not found: {pretrained} (model {name})"
+    try:
+        import open_clip
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = open_clip.get_pretrained_cfg(name, pretrained)
+        hub = cfg.get("hf_hub", "") if cfg else ""
+        if hub:
+            repo = hub.rstrip("/")
+            for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+                hit = try_to_load_from_cache(repo, filename)
+                if isinstance(hit, str):
+                    return None
+            return (
+                f"open_clip weights {name}/{pretrained} are not in the local cache (hub repo {repo}): fetch them "
+                f"with `huggingface-cli download {repo}` on a machine with access, or give a local state-dict path"
+            )
+        return None if not cfg else f"open_clip weights {name}/{pretrained} not cached (url {cfg.get('url')})"
+    except Exception as exc:  # pragma: no cover - open_clip missing or API drift
+        return f"open_clip weights {name}/{pretrained} could not be checked: {exc}"
+
+
+def check_models(sweep: Sweep) -> None:
+    """Resolve every model reference the trials need; raise MissingModelError listing each one missing.
+
+    Local checkpoint paths must exist; hub ids must be resolvable offline (trainables.refs when present).
+    """
+    needs: dict[tuple[str, str, str], list[int]] = {}
+    for trial in sweep.trials:
+        c = trial.config
+        needs.setdefault(("generator", c.generator.checkpoint, ""), []).append(trial.index)
+        if c.method == "fusion":
+            needs.setdefault(("diffusers", c.guidance.model, ""), []).append(trial.index)
+            if c.guidance.text_encoder:
+                needs.setdefault(("text_encoder", c.guidance.text_encoder, ""), []).append(trial.index)
+        else:
+            for m in c.nada.clip_models:
+                needs.setdefault(("open_clip", m.name, m.pretrained), []).append(trial.index)
+        if c.reg.lpips.weight > 0:
+            needs.setdefault(("lpips", c.reg.lpips.net, ""), []).append(trial.index)
+    problems = []
+    for (kind, ref, extra), idx in needs.items():
+        if kind == "generator":
+            msg = _check_local_file(ref, "generator checkpoint", idx)
+        elif kind == "diffusers":
+            msg = _check_diffusers(ref, "diffusers")
+        elif kind == "text_encoder":
+            msg = _check_diffusers(ref, "text encoder")
+        elif kind == "open_clip":
+            msg = _check_open_clip(ref, extra)
+        else:
+            msg = None  # LPIPS weights ship inside the lpips package
+        if msg:
+            problems.append(f"  - {msg}" + ("" if "trial" in msg else f" (trials {_idx(idx)})"))
+    if problems:
+        raise MissingModelError(
+            f"{sweep.file}: {len(problems)} model reference(s) cannot be resolved, so no trial was started:\n"
+            + "\n".join(problems)
+        )
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def estimate_gpu_hours(sweep: Sweep, figures_path: Path | None = None) -> tuple[float | None, str]:
+    """GPU-hours from benchmarks/figures.yaml rows {method, it_per_s, gpu, [match: {dotted: value}]}."""
+    figures_path = figures_path or Path(__file__).resolve().parent.parent / "benchmarks" / "figures.yaml"
+    if not figures_path.is_file():
+        return None, f"unknown (no benchmark figures table at {figures_path})"
+    rows = yaml.safe_load(figures_path.read_text()) or []
+    if isinstance(rows, dict):
+        rows = rows.get("figures", [])
+    total = 0.0
+    for trial in sweep.trials:
+        flat = flatten(trial.config)
+        row = next(
+            (r for r in rows if r.get("method") in (None, trial.config.method)
+             and all(str(flat.get(k)) == str(v) for k, v in (r.get("match") or {}).items())),
+            None,
+        )
+        if row is None or not row.get("it_per_s"):
+            return None, f"unknown (no figure in {figures_path} matches trial {trial.index + 1})"
+        gpus = max(sweep.spec.resources.gpu, 0.0) or 1.0
+        total += trial.config.train.iterations / float(row["it_per_s"]) / 3600.0 * gpus
+    return total, f"{total:.2f} GPU-hours (from {figures_path.name})"

@@ -1,0 +1,82 @@
+"""`python -m sweeps status NAME`: trials done/running/failed/pending and their latest metrics.
+
+Reads Tune's experiment state under the storage path, and the MLflow parent/child runs when the tracking
+store is reachable.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from .launcher import experiment_dir, read_state
+
+SHOW_METRICS = ("step", "perf/it_per_s", "train/grad_norm", "loss/sds_mse", "eval/fid", "eval/clip_score")
+
+
+def _locate(name: str, storage: str | None) -> tuple[str, Path]:
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        from .spec import load_sweep
+
+        sweep = load_sweep(name)
+        return sweep.spec.name, experiment_dir(storage or sweep.spec.storage_path, sweep.spec.name)
+    return name, experiment_dir(storage or os.environ.get("SWEEPS_STORAGE", "runs/sweeps"), name)
+
+
+def sweep_status(name: str, storage: str | None = None, tracking_uri: str | None = None) -> str:
+    name, exp_dir = _locate(name, storage)
+    lines = [f"sweep {name} ({exp_dir})"]
+    if not exp_dir.exists():
+        return lines[0] + ": no such sweep here (pass --storage, or the sweep file)"
+    state = read_state(exp_dir)
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        analysis = ExperimentAnalysis(str(exp_dir))
+        trials = analysis.trials
+    except Exception as exc:  # no experiment state yet
+        trials = []
+        lines.append(f"  Tune state: unavailable ({type(exc).__name__}: {str(exc)[:200]})")
+    if trials:
+        counts = Counter(t.status for t in trials)
+        done, failed = counts.get("TERMINATED", 0), counts.get("ERROR", 0)
+        running, pending = counts.get("RUNNING", 0), counts.get("PENDING", 0) + counts.get("PAUSED", 0)
+        lines.append(f"  trials: {len(trials)} total, {done} done, {running} running, {failed} failed, {pending} pending")
+        header = ["trial", "status", *SHOW_METRICS]
+        rows = []
+        for t in sorted(trials, key=lambda t: str(t)):
+            r = t.last_result or {}
+            rows.append([str(t), t.status, *[_fmt(r.get(m)) for m in SHOW_METRICS]])
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        for row in [header, *rows]:
+            lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)))
+    uri = tracking_uri or state.get("tracking_uri")
+    parent = state.get("parent_run_id")
+    if uri and parent:
+        lines.extend(_mlflow_lines(uri, name, parent))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _mlflow_lines(uri: str, experiment: str, parent: str) -> list[str]:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        statuses = Counter(r.info.status for r in runs)
+        parent_run = client.get_run(parent)
+        return [f"  MLflow ({uri}): parent run {parent} {parent_run.info.status}; child runs: "
+                + (", ".join(f"{n} {s.lower()}" for s, n in statuses.items()) or "none")]
+    except Exception as exc:
+        return [f"  MLflow ({uri}): unreachable ({type(exc).__name__}: {str(exc)[:120]})"]

@@ -1,0 +1,134 @@
+"""One sweep trial inside a Ray worker: config -> MLflow child run -> adapt (resumable) -> evaluation.
+
+The Tune param space holds one key, `point` = {"index": i, "overrides": {dotted path: value}}; everything
+the sweep shares (the base config, tracking URI, parent run id, storage) arrives in `ctx` through
+`tune.with_parameters`, so it is not a hyperparameter and is not shown in tables.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainables.config import AdaptConfig, flatten
+from trainables.tracking import RunTracker
+from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
+
+from .spec import build_config
+
+
+def import_entrypoint(path: str):
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"entrypoint {path!r} must be 'module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git_commit: str) -> dict[str, Any]:
+    guidance_model = cfg.guidance.model if cfg.method == "fusion" else ",".join(
+        f"{m.name}/{m.pretrained}" for m in cfg.nada.clip_models)
+    return {
+        "sweep.role": "trial",
+        "sweep.trial_id": trial_id,
+        "sweep.trial_name": trial_name,
+        "sweep.trial_index": index,
+        "method": cfg.method,
+        "prompt": cfg.prompt,
+        "source_domain": cfg.source_prompt,
+        "generator": cfg.generator.checkpoint,
+        "guidance_model": guidance_model,
+        "git_commit": git_commit,
+    }
+
+
+def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path, tracker: RunTracker) -> dict[str, float]:
+    """The trial's last stage: evaluation.evaluate_run on the adapted generator (the sweep's `evaluation:`).
+
+    With the tracking server reachable, evaluation logs into the trial's run itself (its metrics, params and
+    sample manifest); otherwise it runs unlogged and its metrics go through the trial's spool.
+    """
+    from evaluation import EvalConfig, evaluate_run
+
+    eval_cfg = EvalConfig.model_validate(ctx["evaluation"])
+    online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks
+    metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx["tracking_uri"],
+                           run_id=tracker.run_id if online else None,
+                           source_generator=cfg.generator.checkpoint, out_dir=out_dir)
+    metrics = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in (metrics or {}).items()
+               if isinstance(v, (int, float))}
+    if not online:
+        tracker.log_metrics(metrics, step=int(result.steps))
+        manifest = out_dir / "samples" / "manifest.json"
+        if manifest.is_file():
+            tracker.log_artifact(manifest, "eval")
+    return metrics
+
+
+def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """The Tune function trainable of every sweep."""
+    from ray import tune
+
+    # relative model refs resolve as in the driver (embedded) or the job's working dir (cluster), never
+    # against Tune's trial dir (runtime_env sets RAY_CHDIR_TO_TRIAL_DIR=0; this covers clusters without it)
+    cwd = ctx.get("cwd") or os.environ.get("TUNE_ORIG_WORKING_DIR")
+    if cwd and Path(cwd).is_dir():
+        os.chdir(cwd)
+    tctx = tune.get_context()
+    trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
+    point = config["point"]
+    index = point.get("index", trial_id)
+    overrides = point.get("overrides", {})
+    # optuna puts sampled values beside the fixed ones
+    cfg = build_config(ctx["base"], overrides, ctx.get("checkpoint_every"))
+
+    trial_dir = Path(ctx["trials_dir"]) / trial_name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(update={"output_dir": str(trial_dir / "adapt"), "name": trial_name})
+    cfg = AdaptConfig.model_validate(cfg.model_dump())
+
+    restored = restore_checkpoint(trial_dir / "restored")
+    tracker = RunTracker(
+        ctx["tracking_uri"], ctx["experiment"], spool_dir=trial_dir / "mlflow_spool",
+        run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.get("parent_run_id"), run_name=trial_name,
+        tags=trial_tags(cfg, trial_id, trial_name, index, ctx.get("git_commit", "unknown")),
+    ).start()
+    resumed = restored.resume_from is not None
+    tracker.set_tags({"sweep.attempts": int(restored.state.get("attempt", 0)) + 1,
+                      "sweep.resumed_from_step": int(restored.state.get("step", 0))})
+    if not resumed:
+        params = flatten(cfg)
+        params.pop("output_dir", None)
+        params["sweep.trial_index"] = index
+        tracker.log_params(params)
+        tracker.log_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml", "config")
+        tracker.log_text(cfg.prompt, "prompt.txt", "config")
+        if ctx.get("evaluation"):
+            try:
+                from evaluation.config import EvalConfig
+
+                tracker.log_params(EvalConfig.model_validate(ctx["evaluation"]).as_params())
+            except Exception:
+                pass
+
+    attempt = int(restored.state.get("attempt", 0)) + 1
+    report = TuneReportCallback(state=lambda: {"mlflow_run_id": tracker.run_id, "attempt": attempt},
+                                staging_dir=trial_dir)
+    callbacks = [TrackingCallback(tracker, ctx.get("log_generator_max_mb", 256.0)), report]
+    adapt = import_entrypoint(ctx.get("entrypoint", "trainables.loop:adapt"))
+    try:
+        result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)
+        extra: dict[str, float] = {}
+        if ctx.get("evaluation"):
+            extra = _evaluate(ctx, cfg, result, trial_dir / "eval", tracker)
+        tracker.set_tags({"sweep.status": "finished"})
+        tracker.close("FINISHED", timeout=ctx.get("final_flush_timeout_s", 300.0))
+        report.flush(extra={**extra, "done_steps": int(result.steps)})
+    except BaseException as exc:
+        tracker.set_tags({"sweep.error": f"{type(exc).__name__}: {exc}"[:4000]})
+        tracker.log_text(traceback.format_exc(), "error.txt", "")
+        tracker.close("FAILED", timeout=30.0)
+        raise

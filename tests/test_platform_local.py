@@ -1,0 +1,105 @@
+"""platform/local/up + `ray job submit` + platform/local/down, with the REAL loop on tiny models.
+
+A Ray head (`ray start --head`, its own temp dir and ports) and an MLflow server on 127.0.0.1; a two-trial
+sweep submitted as a Ray job with platform/ray/runtime_env.yaml; the MLflow store then holds one parent run
+and one child run per trial with params, step metrics and artifacts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_adapt_dict
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_of_a_tiny_sweep_tracks_parent_and_children(tmp_path, tiny_models):
+    ports = {k: str(free_port()) for k in ("RAY_PORT", "DASHBOARD_PORT", "DASHBOARD_AGENT_PORT",
+                                            "RAY_CLIENT_PORT", "MLFLOW_PORT")}
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: socket paths are limited to 107 bytes
+    env = dict(os.environ, **ports, NUM_CPUS="2", RAY_TEMP_DIR=ray_tmp, PLATFORM_STATE_DIR=str(tmp_path / "state"),
+               MLRUNS_DIR=str(tmp_path / "mlruns"), RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    up = REPO / "platform" / "local" / "up"
+    down = REPO / "platform" / "local" / "down"
+    try:
+        out = subprocess.run([str(up)], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"http://127.0.0.1:{ports['DASHBOARD_PORT']}" in out.stdout
+        again = subprocess.run([str(up)], env=env, capture_output=True, text=True, timeout=120)
+        assert "already running" in again.stdout                      # idempotent
+
+        base = tiny_adapt_dict(tiny_models, tmp_path / "unused")
+        base["train"].update(iterations=4, sample_every=2, checkpoint_every=2, threads=1)
+        evaluation = {  # the trial's last stage, offline: tiny random CLIP, a plugin metric (plumbing only)
+            "num_samples": 8, "batch_size": 8, "image_size": None, "device": "cpu", "progress": False,
+            "cache_dir": str(tmp_path / "eval_cache"), "fid": {"enabled": False},
+            "clip": {"models": [{"name": str(tiny_models["clip_config"]), "pretrained": str(tiny_models["clip_weights"])}]},
+            "diversity": {"lpips": {"enabled": False}, "feature": {"enabled": False}},
+            "extra_metrics": ["evaluation.testing:brightness_plugin"],
+        }
+        # a Fusion trial and a NADA trial (zipped with their CFG scale, which NADA ignores)
+        spec = {"name": "tiny-job", "base": base, "zip": [{"method": ["fusion", "nada"], "guidance.cfg_scale": [5.0, 7.5]}],
+                "resources": {"cpu": 1}, "max_concurrent_trials": 2, "storage_path": str(tmp_path / "storage"),
+                "evaluation": evaluation}
+        sweep = tmp_path / "tiny.yaml"
+        sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+        job_env = dict(env, PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}")
+        dashboard = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
+        job = subprocess.run(
+            [str(VENV_BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
+             "--runtime-env", str(REPO / "platform/ray/runtime_env.yaml"), "--",
+             "python", "-m", "sweeps", "run", str(sweep)],
+            env=job_env, capture_output=True, text=True, timeout=600)
+        assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-5000:] + job.stderr[-3000:]
+
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ports['MLFLOW_PORT']}")
+        exp = client.get_experiment_by_name("tiny-job")
+        runs = client.search_runs([exp.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+        children = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert len(children) == 2
+        assert {(c.data.params["method"], c.data.params["guidance.cfg_scale"]) for c in children} == \
+            {("fusion", "5.0"), ("nada", "7.5")}
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+            assert child.data.tags["method"] == child.data.params["method"]
+            assert child.data.tags["prompt"] == "a red square" and child.data.tags["source_domain"] == "a circle"
+            history = client.get_metric_history(child.info.run_id, "train/grad_norm")
+            assert sorted(m.step for m in history) == [1, 2, 3, 4]
+            samples = {a.path for a in client.list_artifacts(child.info.run_id, "samples")}
+            assert "samples/final.png" in samples and "samples/step_000002.png" in samples
+            assert [a.path for a in client.list_artifacts(child.info.run_id, "generator")] == ["generator/generator.pt"]
+            assert Path(child.data.tags["artifact.generator_path"]).is_file()
+            evals = {k for k in child.data.metrics if k.startswith("eval/") or "brightness" in k}
+            assert any("clip" in k for k in evals) and any("brightness" in k for k in evals), child.data.metrics
+    finally:
+        res = subprocess.run([str(down)], env=env, capture_output=True, text=True, timeout=120)
+        print(res.stdout, res.stderr)
+        left = subprocess.run(["pgrep", "-f", "--", ray_tmp + "/"], capture_output=True, text=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert left.stdout.strip() == "", f"Ray processes left behind: {left.stdout}"

@@ -1,0 +1,576 @@
+"""MLflow tracking for adaptation runs: a write-ahead spool that never blocks or loses a number.
+
+Every operation (params, tags, step metrics, artifacts, the final status) is appended to a JSON-lines
+spool on disk first (in the trial directory), then a background thread sends it to the tracking server
+with `MlflowClient(tracking_uri)` (the URI is always explicit: no global `mlflow.set_tracking_uri`).
+When the server is unreachable or a SQLite store answers "database is locked", the thread backs off and
+retries; training never waits. A restarted process (a Tune retry) reopens the same spool and run id, so the
+child run continues where it stopped. Leftovers can be replayed with
+
+    python -m trainables.tracking replay SPOOL_DIR [--tracking-uri URI]
+
+Conventions (docs/architecture.md): experiment = sweep name; a parent run per sweep (tag sweep.role=parent);
+a child run per trial (tags mlflow.parentRunId, sweep.role=trial); params = the flattened config with
+dotted keys; long values truncated in params (full text kept as a tag or artifact).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LEN = 500          # params above this are truncated (the full value goes to a tag/artifact)
+MAX_TAG_LEN = 5000
+METRICS_PER_BATCH = 1000     # MLflow log_batch limits
+PARAMS_PER_BATCH = 100
+SPOOL_FILE = "pending.jsonl"
+OFFSET_FILE = "sent.offset"
+RUN_FILE = "run.json"
+REJECTED_FILE = "rejected.jsonl"
+
+
+def _quiet_http_env() -> None:
+    """Our own backoff governs retries: MLflow's HTTP retries would block the flusher for minutes."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def default_tracking_dir(cwd: str | Path | None = None) -> Path:
+    return Path(cwd or os.getcwd()).resolve() / "mlruns"
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    """The laptop default: a SQLite store in ./mlruns (artifacts in ./mlruns/artifacts)."""
+    return f"sqlite:///{default_tracking_dir(cwd) / 'mlflow.db'}"
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def _transient(exc: BaseException) -> bool:
+    """True if retrying later can succeed (server down, DB locked, 5xx); False for a rejected request."""
+    text = str(exc).lower()
+    if "locked" in text or "connection" in text or "timed out" in text or "timeout" in text:
+        return True
+    try:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            status = exc.get_http_status_code()
+            return status >= 500 or status in (408, 429)
+    except Exception:  # pragma: no cover
+        pass
+    return True
+
+
+def truncate_params(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(params as strings, truncated to MAX_PARAM_LEN; full values of the truncated ones)."""
+    out, full = {}, {}
+    for key, value in params.items():
+        text = "None" if value is None else (json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+        if len(text) > MAX_PARAM_LEN:
+            full[key] = text
+            text = text[: MAX_PARAM_LEN - 3] + "..."
+        out[key] = text
+    return out, full
+
+
+def ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:
+        exp = client.get_experiment_by_name(name)  # created concurrently by another trial
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def sqlite_artifact_location(uri: str) -> str | None:
+    """For a local SQLite store, artifacts live beside it (mlruns/artifacts), not in a process's cwd."""
+    if not is_sqlite(uri):
+        return None
+    db = Path(uri.split("sqlite:///", 1)[-1])
+    return (db.parent / "artifacts").resolve().as_uri()
+
+
+def _retry(fn, *, attempts: int = 8, first: float = 0.2, what: str = "mlflow call"):
+    delay = first
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if i == attempts - 1 or not _transient(exc):
+                raise
+            log.debug("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class RunTracker:
+    """One MLflow run written through an on-disk spool by a background thread.
+
+    tracker = RunTracker(uri, "my-sweep", spool_dir=trial_dir / "mlflow_spool", parent_run_id=pid,
+                         run_name="trial_003", tags={...}, run_id=None)   # run_id: continue that run
+    tracker.start(); tracker.log_params({...}); tracker.log_metrics({...}, step=10)
+    tracker.log_artifact(path, "samples"); tracker.close("FINISHED")
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, *, spool_dir: str | Path, run_id: str | None = None,
+                 parent_run_id: str | None = None, run_name: str | None = None, tags: dict[str, Any] | None = None,
+                 flush_interval: float = 2.0, max_backoff: float = 15.0):
+        _quiet_http_env()
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.tags = {k: str(v)[:MAX_TAG_LEN] for k, v in (tags or {}).items()}
+        self.flush_interval = flush_interval
+        self.max_backoff = max_backoff
+        saved = self._read_run_file()
+        self._run_id = run_id or saved.get("run_id")
+        self._resumed = self._run_id is not None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = None
+        self.last_error: str | None = None
+        self.sent_ops = 0
+
+    # ---- identity
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    def _read_run_file(self) -> dict[str, Any]:
+        path = self.spool_dir / RUN_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _write_run_file(self) -> None:
+        tmp = self.spool_dir / (RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps({"run_id": self._run_id, "tracking_uri": self.tracking_uri,
+                                   "experiment": self.experiment, "parent_run_id": self.parent_run_id,
+                                   "run_name": self.run_name, "tags": self.tags}))
+        os.replace(tmp, self.spool_dir / RUN_FILE)
+
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _ensure_run(self) -> str:
+        client = self.client()
+        if self._run_id is None:
+            exp_id = ensure_experiment(client, self.experiment, sqlite_artifact_location(self.tracking_uri))
+            tags = dict(self.tags)
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+            run = client.create_run(exp_id, run_name=self.run_name, tags=tags)
+            self._run_id = run.info.run_id
+            self._write_run_file()
+        elif self._resumed:
+            client.update_run(self._run_id, status="RUNNING")
+            self._resumed = False
+        return self._run_id
+
+    # ---- public API (never blocks on the network)
+    def start(self, wait: float = 5.0) -> "RunTracker":
+        """Start the flusher. Tries to create/reopen the run for up to `wait` seconds; training goes on either way."""
+        deadline = time.time() + wait
+        while True:
+            try:
+                self._ensure_run()
+                break
+            except Exception as exc:
+                self.last_error = repr(exc)
+                if time.time() > deadline or not _transient(exc):
+                    log.warning("MLflow at %s not reachable (%s); spooling to %s", self.tracking_uri, exc, self.spool_dir)
+                    break
+                time.sleep(0.5)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mlflow-spool", daemon=True)
+            self._thread.start()
+        return self
+
+    def _append(self, op: dict[str, Any]) -> None:
+        line = json.dumps(op, default=str) + "\n"
+        with self._lock:
+            with (self.spool_dir / SPOOL_FILE).open("a") as fh:
+                fh.write(line)
+                fh.flush()
+
+    def log_params(self, params: dict[str, Any]) -> dict[str, str]:
+        """Log params (truncated to MAX_PARAM_LEN); returns the full values of the truncated ones."""
+        clean, full = truncate_params(params)
+        if clean:
+            self._append({"op": "params", "data": clean})
+        if full:
+            self._append({"op": "tags", "data": {f"param_full.{k}": v[:MAX_TAG_LEN] for k, v in full.items()}})
+        return full
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if tags:
+            self._append({"op": "tags", "data": {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}})
+
+    def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        ts = timestamp_ms or int(time.time() * 1000)
+        rows = []
+        for key, value in metrics.items():
+            try:
+                rows.append([key, float(value), ts, int(step)])
+            except (TypeError, ValueError):
+                continue
+        if rows:
+            self._append({"op": "metrics", "data": rows})
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self._append({"op": "artifact", "path": str(Path(local_path).resolve()), "artifact_path": artifact_path})
+
+    def log_text(self, text: str, name: str, artifact_path: str | None = None) -> None:
+        """Write `text` into the spool dir (kept until sent) and log it as an artifact."""
+        folder = self.spool_dir / "files" / (artifact_path or "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+        self.log_artifact(folder / name, artifact_path)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything spooled so far is sent; False if the server stayed unreachable."""
+        end_target = self._spool_size()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._offset() >= end_target and self._run_id is not None:
+                return True
+            if self._thread is None or not self._thread.is_alive():
+                try:
+                    self._drain_once()
+                except Exception as exc:
+                    self.last_error = repr(exc)
+                    if not _transient(exc):
+                        raise
+                    time.sleep(0.5)
+            else:
+                self._wake.set()
+            time.sleep(0.1)
+        return self._offset() >= end_target and self._run_id is not None
+
+    def close(self, status: str = "FINISHED", timeout: float = 120.0) -> bool:
+        """Mark the run terminated and wait (up to `timeout`) for the spool to drain."""
+        self._append({"op": "terminate", "status": status})
+        ok = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not ok:
+            log.warning("MLflow run %s: %d bytes still spooled in %s (server unreachable: %s); replay with "
+                        "`python -m trainables.tracking replay %s`", self._run_id, self.pending_bytes(),
+                        self.spool_dir, self.last_error, self.spool_dir)
+        return ok
+
+    def pending_bytes(self) -> int:
+        return max(0, self._spool_size() - self._offset())
+
+    # ---- the flusher
+    def _spool_size(self) -> int:
+        path = self.spool_dir / SPOOL_FILE
+        return path.stat().st_size if path.exists() else 0
+
+    def _offset(self) -> int:
+        path = self.spool_dir / OFFSET_FILE
+        try:
+            return int(path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _set_offset(self, offset: int) -> None:
+        tmp = self.spool_dir / (OFFSET_FILE + ".tmp")
+        tmp.write_text(str(offset))
+        os.replace(tmp, self.spool_dir / OFFSET_FILE)
+
+    def _loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._drain_once()
+                backoff = 0.5
+                self._wake.wait(self.flush_interval)
+            except Exception as exc:  # transient: back off and try again
+                self.last_error = repr(exc)
+                log.debug("MLflow flush failed: %s (retry in %.1fs)", exc, backoff)
+                self._wake.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            self._wake.clear()
+
+    _drain_lock = threading.Lock()
+
+    def _drain_once(self) -> None:
+        with self._drain_lock:
+            offset = self._offset()
+            path = self.spool_dir / SPOOL_FILE
+            if not path.exists() or path.stat().st_size <= offset:
+                if self._run_id is None or self._resumed:
+                    self._ensure_run()
+                return
+            run_id = self._ensure_run()
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            # only complete lines
+            end = chunk.rfind(b"\n") + 1
+            lines = chunk[:end].splitlines(keepends=True)
+            pos = offset
+            i = 0
+            while i < len(lines):
+                op = json.loads(lines[i])
+                if op["op"] == "metrics":  # coalesce consecutive metric ops into one batch
+                    rows, j, size = list(op["data"]), i + 1, len(lines[i])
+                    while j < len(lines) and len(rows) < METRICS_PER_BATCH:
+                        nxt = json.loads(lines[j])
+                        if nxt["op"] != "metrics" or len(rows) + len(nxt["data"]) > METRICS_PER_BATCH:
+                            break
+                        rows.extend(nxt["data"])
+                        size += len(lines[j])
+                        j += 1
+                    self._send(run_id, {"op": "metrics", "data": rows})
+                    pos += size
+                    i = j
+                else:
+                    self._send(run_id, op)
+                    pos += len(lines[i])
+                    i += 1
+                self._set_offset(pos)
+                self.sent_ops += 1
+
+    def _send(self, run_id: str, op: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = self.client()
+        try:
+            kind = op["op"]
+            if kind == "metrics":
+                metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["data"]]
+                client.log_batch(run_id, metrics=metrics)
+            elif kind == "params":
+                items = list(op["data"].items())
+                for i in range(0, len(items), PARAMS_PER_BATCH):
+                    client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + PARAMS_PER_BATCH]])
+            elif kind == "tags":
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["data"].items()])
+            elif kind == "artifact":
+                if not Path(op["path"]).exists():
+                    raise FileNotFoundError(op["path"])
+                if Path(op["path"]).is_dir():
+                    client.log_artifacts(run_id, op["path"], op.get("artifact_path"))
+                else:
+                    client.log_artifact(run_id, op["path"], op.get("artifact_path"))
+            elif kind == "terminate":
+                client.set_terminated(run_id, op.get("status", "FINISHED"))
+        except FileNotFoundError as exc:
+            self._reject(op, exc)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            self._reject(op, exc)
+
+    def _reject(self, op: dict[str, Any], exc: BaseException) -> None:
+        log.warning("MLflow rejected %s for run %s: %s (kept in %s)", op.get("op"), self._run_id, exc, REJECTED_FILE)
+        with (self.spool_dir / REJECTED_FILE).open("a") as fh:
+            fh.write(json.dumps({"error": str(exc)[:2000], "op": op}, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- driver side
+def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str, Any],
+                     spec_text: str | None = None, extra_artifacts: dict[str, str] | None = None,
+                     run_id: str | None = None, artifact_location: str | None = None) -> str:
+    """Create (or reopen) the sweep's parent run; the spec YAML goes in as an artifact. Returns its id.
+
+    `artifact_location` applies when the experiment is created (default: beside a SQLite store, else the
+    server's default)."""
+    _quiet_http_env()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if run_id:
+        _retry(lambda: client.update_run(run_id, status="RUNNING"), what="reopen parent run")
+    else:
+        location = artifact_location or sqlite_artifact_location(tracking_uri)
+        exp_id = _retry(lambda: ensure_experiment(client, experiment, location),
+                        what="create experiment")
+        run = _retry(lambda: client.create_run(exp_id, run_name=run_name,
+                                               tags={k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}),
+                     what="create parent run")
+        run_id = run.info.run_id
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = dict(extra_artifacts or {})
+        if spec_text is not None:
+            files["sweep.yaml"] = spec_text
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+            _retry(lambda: client.log_artifact(run_id, str(Path(tmp) / name)), what="log parent artifact")
+    return run_id
+
+
+def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+    _quiet_http_env()
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if tags:
+        _retry(lambda: client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in tags.items()]))
+    _retry(lambda: client.set_terminated(run_id, status), what="finish run")
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout: float = 60.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except Exception:
+            time.sleep(0.3)
+    return False
+
+
+class LocalMlflowServer:
+    """`mlflow server` on loopback over a SQLite store (artifacts served over HTTP): one writer process,
+    so concurrent trials never contend for the SQLite file."""
+
+    def __init__(self, store_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
+                 log_path: str | Path | None = None):
+        self.store_dir = Path(store_dir).resolve()
+        self.host = host
+        self.port = port or _free_port(host)
+        self.log_path = Path(log_path) if log_path else self.store_dir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def backend_uri(self) -> str:
+        return f"sqlite:///{self.store_dir / 'mlflow.db'}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        head = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
+        return head + ["server", "--backend-store-uri", self.backend_uri,
+                       "--artifacts-destination", str(self.store_dir / "artifacts"),
+                       "--host", self.host, "--port", str(self.port), "--workers", "1"]
+
+    def start(self, timeout: float = 90.0) -> "LocalMlflowServer":
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        (self.store_dir / "artifacts").mkdir(exist_ok=True)
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        if not wait_healthy(self.url, timeout):
+            self.stop()
+            raise RuntimeError(f"mlflow server did not become healthy at {self.url} in {timeout:.0f}s; "
+                               f"see {self.log_path}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+        self._log.close()
+
+
+@contextmanager
+def serve_local(store_dir: str | Path, port: int | None = None) -> Iterator[LocalMlflowServer]:
+    server = LocalMlflowServer(store_dir, port=port).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def replay(spool_dir: str | Path, tracking_uri: str | None = None, timeout: float = 60.0) -> bool:
+    """Send whatever a spool still holds (e.g. after the server was down when a trial ended)."""
+    spool_dir = Path(spool_dir)
+    info = json.loads((spool_dir / RUN_FILE).read_text()) if (spool_dir / RUN_FILE).is_file() else {}
+    uri = tracking_uri or info.get("tracking_uri")
+    if not uri:
+        raise ValueError(f"{spool_dir}: no tracking URI recorded; pass --tracking-uri")
+    tracker = RunTracker(uri, info.get("experiment", "Default"), spool_dir=spool_dir, run_id=info.get("run_id"),
+                         parent_run_id=info.get("parent_run_id"), run_name=info.get("run_name"),
+                         tags=info.get("tags"))
+    tracker._resumed = False
+    return tracker.flush(timeout)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    if shutil.which("git") is None:
+        return "unknown"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainables.tracking")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("replay", help="send a trial's leftover MLflow spool")
+    rp.add_argument("spool_dirs", nargs="+")
+    rp.add_argument("--tracking-uri")
+    rp.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    ok = True
+    for d in args.spool_dirs:
+        done = replay(d, args.tracking_uri, args.timeout)
+        print(f"{d}: {'sent' if done else 'still pending'}")
+        ok &= done
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
