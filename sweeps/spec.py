@@ -27,7 +27,6 @@ import copy
 import difflib
 import itertools
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.config import AdaptConfig, flatten
+from trainables.config_io import ConfigError
+from trainables.config_io import expand_env as _expand_env
 
 
 class SweepError(ValueError):
@@ -111,25 +112,12 @@ def _dotted(path: tuple) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- env expansion
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
 def expand_env(value: str, where: str = "") -> str:
-    """Expand `${VAR}`, `${VAR:-default}` and `$VAR`; an unset variable without default is an error."""
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(3)
-        default = m.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise SweepError(
-            f"{where}: environment variable {name} is not set (used in {value!r}): "
-            f"export {name}=... before running, or write ${{{name}:-default}}"
-        )
-
-    return os.path.expanduser(_ENV.sub(sub, value))
+    """`${VAR}`, `${VAR:-default}`, `$VAR` (trainables.config_io.expand_env), as a SweepError when unset."""
+    try:
+        return _expand_env(value, where)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
 
 
 # Model references and paths: the fields where ${VAR} is expanded.
@@ -528,135 +516,35 @@ class MissingModelError(SweepError):
     """A model a trial needs is not on this machine: raised before any trial starts."""
 
 
-def _check_local_file(ref: str, what: str, trial_idx: list[int]) -> str | None:
-    if not Path(ref).exists():
-        where = "" if os.path.isabs(ref) else f", i.e. {Path(ref).resolve()}"
-        return (
-            f"{what} not found: {ref}{where} (needed by trial(s) {_idx(trial_idx)}). Put the file there "
-            f"(see docs/cluster.md, 'Model weights'), or point the path at it (paths expand ${{MODELS_DIR}})"
-        )
-    return None
-
-
 def _idx(indices: list[int]) -> str:
     shown = ", ".join(f"trial_{i:03d}" for i in indices[:6])
     return shown + (", ..." if len(indices) > 6 else "")
 
 
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or ref.endswith((".pt", ".pkl", ".pth", ".safetensors", ".bin"))
-
-
-def _check_diffusers(ref: str, kind: str) -> str | None:
-    try:
-        from trainables import refs  # type: ignore
-    except ImportError:
-        refs = None
-    if refs is not None:
-        resolver = getattr(refs, "resolve_diffusers_ref" if kind == "diffusers" else "resolve_text_encoder_ref", None)
-        if resolver is None and kind != "diffusers":
-            resolver = getattr(refs, "resolve_hf_ref", None) or getattr(refs, "resolve_diffusers_ref", None)
-        if resolver is not None:
-            try:
-                if resolver is getattr(refs, "resolve_diffusers_ref", None):
-                    resolver(ref, subfolders=("unet", "vae", "scheduler") if kind == "diffusers" else ("",),
-                             allow_download=False)
-                else:
-                    resolver(ref)
-                return None
-            except Exception as exc:  # ModelNotFoundError carries the actionable text
-                return str(exc)
-    if Path(ref).exists():
-        return None
-    if _looks_local(ref) or Path(ref).is_absolute():
-        return f"{kind} model not found: {ref} (a local path that does not exist)"
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(ref, local_files_only=True)
-        return None
-    except Exception:
-        return (
-            f"{kind} model {ref!r} is not in the local Hugging Face cache and hub access is offline here: "
-            f"fetch it on a machine with access with `huggingface-cli download {ref}` (then copy the cache, "
-            f"HF_HOME), or point the sweep at a local directory"
-        )
-
-
-def _check_open_clip(name: str, pretrained: str) -> str | None:
-    try:
-        from trainables import refs  # type: ignore
-
-        resolver = getattr(refs, "resolve_open_clip_ref", None)
-        if resolver is not None:
-            try:
-                resolver(name, pretrained)
-                return None
-            except Exception as exc:
-                return str(exc)
-    except ImportError:
-        pass
-    if Path(pretrained).exists():
-        return None
-    if _looks_local(pretrained):
-        return f"open_clip weights not found: {pretrained} (model {name})"
-    try:
-        import open_clip
-        from huggingface_hub import try_to_load_from_cache
-
-        cfg = open_clip.get_pretrained_cfg(name, pretrained)
-        hub = cfg.get("hf_hub", "") if cfg else ""
-        if hub:
-            repo = hub.rstrip("/")
-            for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-                hit = try_to_load_from_cache(repo, filename)
-                if isinstance(hit, str):
-                    return None
-            return (
-                f"open_clip weights {name}/{pretrained} are not in the local cache (hub repo {repo}): fetch them "
-                f"with `huggingface-cli download {repo}` on a machine with access, or give a local state-dict path"
-            )
-        return None if not cfg else f"open_clip weights {name}/{pretrained} not cached (url {cfg.get('url')})"
-    except Exception as exc:  # pragma: no cover - open_clip missing or API drift
-        return f"open_clip weights {name}/{pretrained} could not be checked: {exc}"
+def _reference_key(c: AdaptConfig) -> tuple:
+    """The model references of a config: trials with equal keys need the same models."""
+    return (c.generator.checkpoint, c.method, c.guidance.model, c.guidance.text_encoder,
+            c.reg.lpips.net if c.reg.lpips.weight > 0 else None,
+            tuple((m.name, m.pretrained) for m in c.nada.clip_models))
 
 
 def check_models(sweep: Sweep) -> None:
-    """Resolve every model reference the trials need; raise MissingModelError listing each one missing.
+    """Resolve every model reference the trials need (trainables.preflight, never downloading); raise
+    MissingModelError listing each missing one with the trials that need it and the command that fetches it."""
+    from trainables.preflight import model_problems
 
-    Local checkpoint paths must exist; hub ids must be resolvable offline (trainables.refs when present).
-    """
-    needs: dict[tuple[str, str, str], list[int]] = {}
+    checked: dict[tuple, list[str]] = {}
+    missing: dict[str, list[int]] = {}
     for trial in sweep.trials:
-        c = trial.config
-        needs.setdefault(("generator", c.generator.checkpoint, ""), []).append(trial.index)
-        if c.method == "fusion":
-            needs.setdefault(("diffusers", c.guidance.model, ""), []).append(trial.index)
-            if c.guidance.text_encoder:
-                needs.setdefault(("text_encoder", c.guidance.text_encoder, ""), []).append(trial.index)
-        else:
-            for m in c.nada.clip_models:
-                needs.setdefault(("open_clip", m.name, m.pretrained), []).append(trial.index)
-        if c.reg.lpips.weight > 0:
-            needs.setdefault(("lpips", c.reg.lpips.net, ""), []).append(trial.index)
-    problems = []
-    for (kind, ref, extra), idx in needs.items():
-        if kind == "generator":
-            msg = _check_local_file(ref, "generator checkpoint", idx)
-        elif kind == "diffusers":
-            msg = _check_diffusers(ref, "diffusers")
-        elif kind == "text_encoder":
-            msg = _check_diffusers(ref, "text encoder")
-        elif kind == "open_clip":
-            msg = _check_open_clip(ref, extra)
-        else:
-            msg = None  # LPIPS weights ship inside the lpips package
-        if msg:
-            problems.append(f"  - {msg}" + ("" if "trial" in msg else f" (trials {_idx(idx)})"))
-    if problems:
+        key = _reference_key(trial.config)
+        if key not in checked:
+            checked[key] = model_problems(trial.config)
+        for problem in checked[key]:
+            missing.setdefault(problem, []).append(trial.index)
+    if missing:
         raise MissingModelError(
-            f"{sweep.file}: {len(problems)} model reference(s) cannot be resolved, so no trial was started:\n"
-            + "\n".join(problems)
+            f"{sweep.file}: {len(missing)} model reference(s) cannot be resolved, so no trial was started:\n"
+            + "\n".join(f"  - {p} (trials {_idx(idx)})" for p, idx in missing.items())
         )
 
 
