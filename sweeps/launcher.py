@@ -240,6 +240,8 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
                    tags={"sweep.trials_ok": len(results) - errors, "sweep.trials_failed": errors})
         print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
               f"MLflow experiment '{spec.name}' at {uri}; results in {exp_dir}", file=out)
+        if spec.evaluation is not None and len(results) > errors:
+            _log_comparison_table(spec.name, uri, parent, out)
         return 1 if errors else 0
     finally:
         if embedded:
@@ -248,6 +250,21 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
             ray.shutdown()
         if server is not None:
             server.stop()
+
+
+def _log_comparison_table(experiment: str, uri: str, parent_run_id: str, out) -> None:
+    """The paper-style table and comparison figure onto the sweep's parent run, and the table printed."""
+    try:
+        from evaluation.table import log_table, render
+
+        tables = log_table(experiment, uri)
+    except Exception as exc:  # the trials and their metrics are safe in MLflow; only the summary failed
+        print(f"warning: the comparison table could not be built ({type(exc).__name__}: {exc}); rebuild it with "
+              f"`python -m evaluation table --experiment {experiment} --tracking-uri URI`", file=out)
+        return
+    table = tables.get(parent_run_id)
+    if table is not None and not table.empty:
+        print(f"\n{render(table, 'md')}\n(logged as table/ and comparison.png on the sweep's parent run)", file=out)
 
 
 def _fit(sweep: Sweep, ctx: dict[str, Any], exp_dir: Path, resume: bool):
