@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.config import AdaptConfig, flatten
-from trainables.config_io import ConfigError
+from trainables.config_io import ConfigError, expand_references
 from trainables.config_io import expand_env as _expand_env
 
 
@@ -319,16 +319,13 @@ def _load_base(spec: SweepSpec, file: Path, marks: Marks) -> dict[str, Any]:
             raise SweepError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise SweepError(f"{path}: a base config must be a mapping of AdaptConfig fields")
-        ckpt = get_dotted(data, "generator.checkpoint")
-        if isinstance(ckpt, str):   # relative checkpoint paths beside the base file (config_io's rule)
-            expanded = expand_env(ckpt, where=f"{path}: generator.checkpoint")
-            if not os.path.isabs(expanded) and (path.parent / expanded).exists() and not Path(expanded).exists():
-                set_dotted(data, "generator.checkpoint", str((path.parent / expanded).resolve()))
         source = str(path)
-    for ref in REF_FIELDS:
-        value = get_dotted(data, ref)
-        if isinstance(value, str):
-            set_dotted(data, ref, expand_env(value, where=f"{source}: {ref}"))
+    try:  # model references: ${VAR} expansion; relative checkpoints beside the base file (config_io's rule)
+        data = expand_references(data, source, base=None if isinstance(spec.base, dict) else path.parent)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
+    if isinstance(data.get("output_dir"), str):
+        data["output_dir"] = expand_env(data["output_dir"], where=f"{source}: output_dir")
     return data
 
 

@@ -22,7 +22,6 @@ NVlabs -> internal key conversion (see `networks.py` for the internal names):
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import zipfile
 from collections import OrderedDict
@@ -34,7 +33,7 @@ import torch
 
 from ..formats import read_torch_file
 from ..formats.errors import CheckpointError
-from ..formats.nvlabs import PersistentRecord, RestrictedUnpickler, nvlabs_to_rosinality
+from ..formats.nvlabs import PersistentRecord, RestrictedUnpickler, nvlabs_to_rosinality, read_network_pickle
 from ..ops import make_fir_kernel
 from ..stylegan2 import StyleGAN2Config
 from .config import FFHQ_RENDERING, SR_CLASSES, EG3DConfig
@@ -76,22 +75,7 @@ class EG3DUnpickler(RestrictedUnpickler):
 
 
 def read_eg3d_pickle(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = EG3DUnpickler(f, path).load()
-    except CheckpointError:
-        raise
-    except FileNotFoundError:
-        raise CheckpointError(path, "file not found", "an existing EG3D network pickle") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError, MemoryError, OverflowError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(path, f"truncated or corrupt pickle ({type(e).__name__}: {first})",
-                              "a complete EG3D network pickle") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(path, f"pickle holds a {type(data).__name__}", "a dict with 'G_ema' (network pickle)")
-    return data
+    return read_network_pickle(path, unpickler=EG3DUnpickler, what="EG3D")
 
 
 def _state_of(obj: Any) -> dict | None:

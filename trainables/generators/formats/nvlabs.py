@@ -146,21 +146,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise CheckpointError(self.path, f"pickle uses a persistent id {pid!r}", "no persistent ids")
 
 
-def read_network_pickle(path: str | Path) -> dict:
-    """Unpickle a network pickle safely: a dict whose modules are PersistentRecords."""
+def read_network_pickle(path: str | Path, unpickler: type[pickle.Unpickler] | None = None,
+                        what: str = "stylegan2-ada-pytorch") -> dict:
+    """Unpickle a network pickle safely: a dict whose modules are PersistentRecords.
+
+    `unpickler`: a RestrictedUnpickler subclass that allows a few more inert classes (EG3D's)."""
     path = Path(path)
+    unpickler = unpickler or RestrictedUnpickler
     try:
         with path.open("rb") as f:
-            data = RestrictedUnpickler(f, path).load()
+            data = unpickler(f, path).load()
     except CheckpointError:
         raise
     except FileNotFoundError:
-        raise CheckpointError(path, "file not found", "an existing NVlabs network pickle") from None
+        raise CheckpointError(path, "file not found", f"an existing {what} network pickle") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, OverflowError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(path, f"truncated or corrupt pickle ({type(e).__name__}: {first})",
-                              "a complete stylegan2-ada-pytorch network pickle") from None
+                              f"a complete {what} network pickle") from None
     if not isinstance(data, dict):
         raise CheckpointError(path, f"pickle holds a {type(data).__name__}", "a dict with 'G_ema' (network pickle)")
     return data
