@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
-from .checkpointing import load_train_state, save_train_state
+from .checkpointing import load_train_state, restore_rng, save_train_state
 from .config import AdaptConfig
 from .config_io import dump_config
 from .generator_kinds import generator_kind
@@ -111,8 +112,6 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
         g_train.load_state_dict(state["generator"])
         set_trainable(g_train, set(state["requires_grad"]))
         optimizer.load_state_dict(state["optimizer"])
-        from .checkpointing import restore_rng
-
         restore_rng(rng, state["rng"])
         noise_rng.set_state(state["extra"]["noise_rng"].to(noise_rng.get_state().device))
         start = int(state["step"])
@@ -181,8 +180,6 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
 
 
 def _prune_checkpoints(root: Path) -> None:
-    import shutil
-
     for old in sorted(root.glob("step_*"))[:-KEEP_CHECKPOINTS]:
         if not old.name.endswith(".tmp"):
             shutil.rmtree(old, ignore_errors=True)
