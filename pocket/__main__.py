@@ -1,0 +1,65 @@
+"""Pocket world CLI.
+
+    python -m pocket build [--only STAGE ...] [--serial]   train the stand-in models (fixed seeds and steps)
+    python -m pocket check [--only PART ...]                measure the quality bars -> pocket/models/build.json
+    python -m pocket refs [--n N] [--seed S] [--out DIR]    write ground-truth reference folders (FID)
+    python -m pocket prompts                                the prompt catalogue and each prompt's attributes
+    python -m pocket probe [--prompts P ...] [--iterations N]  quick SDS/NADA settings experiment (judge-read)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pocket", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="train the stand-in models")
+    b.add_argument("--only", nargs="+", help="stages: judge vae pool unet clip stylegan2")
+    b.add_argument("--serial", action="store_true", help="one process, stages in order")
+    c = sub.add_parser("check", help="measure the quality bars")
+    c.add_argument("--only", nargs="+", help="parts: judge clip vae sd stylegan2")
+    r = sub.add_parser("refs", help="write ground-truth reference image folders")
+    r.add_argument("--n", type=int, default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--out", type=Path, default=None)
+    sub.add_parser("prompts", help="print the prompt catalogue")
+    pr = sub.add_parser("probe", help="quick SDS / NADA settings experiment on the pocket models")
+    pr.add_argument("--prompts", nargs="+", default=None)
+    pr.add_argument("--iterations", type=int, default=150)
+    pr.add_argument("--methods", nargs="+", default=["fusion", "nada"])
+    pr.add_argument("--cfg-scales", nargs="+", type=float, default=[7.5, 20.0, 100.0])
+    pr.add_argument("--lrs", nargs="+", type=float, default=[0.002, 0.008])
+    args = ap.parse_args(argv)
+
+    if args.cmd == "build":
+        from .build import build
+
+        build(only=args.only, parallel=not args.serial)
+    elif args.cmd == "check":
+        from .check import run
+
+        print(json.dumps(run(args.only), indent=2))
+    elif args.cmd == "refs":
+        from . import refs
+
+        paths = refs.write_all(n=args.n or refs.REF_COUNT, seed=args.seed if args.seed is not None else refs.REF_SEED,
+                               root=args.out)
+        for prompt, path in paths.items():
+            print(f"{path}\t{prompt}")
+    elif args.cmd == "probe":
+        from .probe import run
+
+        run(args.prompts, args.iterations, tuple(args.methods), tuple(args.cfg_scales), tuple(args.lrs))
+    elif args.cmd == "prompts":
+        from .world import CATALOGUE
+
+        for p in CATALOGUE:
+            print(json.dumps({"prompt": p.text, "kind": p.kind, "spec": p.spec, "changed": p.changed}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared helpers of the pocket build: paths, reproducibility, the build record."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+MODELS = ROOT / "models"                 # committed stand-in models
+JUDGE_DIR = MODELS / "judge"
+SD_DIR = MODELS / "sd"                   # diffusers Stable Diffusion layout
+CLIP_DIR = MODELS / "clip"               # open_clip JSON config + weights
+CLIP_NAME = "pocket-clip"                # open_clip model name (= the JSON file's stem)
+CLIP_CONFIG = CLIP_DIR / f"{CLIP_NAME}.json"
+CLIP_WEIGHTS = CLIP_DIR / "open_clip_model.safetensors"
+STYLEGAN_PATH = MODELS / "stylegan2" / "pocket-circles-32.pt"
+BUILD_RECORD = MODELS / "build.json"     # steps, wall times and measured numbers of the last build
+CACHE = Path(os.environ.get("POCKET_CACHE", "/tmp/pocket-cache"))   # latent pools, reference sets
+THREADS = 1                              # torch intra-op threads (1: on shared cores 2 threads spin ~3x slower); part of what makes a build reproducible
+
+
+def seed_everything(seed: int, threads: int = THREADS) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def record(stage: str, **info) -> None:
+    """Merge one stage's numbers into models/build.json (what docs/pocket.md quotes)."""
+    import fcntl
+
+    MODELS.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "w") as lock:        # stages run in parallel processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(BUILD_RECORD.read_text()) if BUILD_RECORD.exists() else {}
+        data.setdefault(stage, {}).update(info)
+        BUILD_RECORD.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def timer():
+    t = {"start": time.time()}
+    yield t
+    t["seconds"] = round(time.time() - t["start"], 1)
+
+
+def log(stage: str, msg: str) -> None:
+    print(f"[pocket {stage} {time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -1,0 +1,53 @@
+"""Ground-truth reference sets as image folders (for FID against real target data, as in the paper).
+
+A prompt's reference set is the source distribution with exactly the prompted attributes set: the same
+seed gives the same source samples for every prompt, so reference sets are paired across prompts.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import world as W
+from .common import CACHE
+
+REF_SEED = 123_456            # the reference sets' seed (disjoint from every training seed)
+REF_COUNT = 2000              # the paper evaluates 2000 images
+
+
+def slug(prompt: str | None) -> str:
+    if prompt is None:
+        return "source"
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:80]
+
+
+def save_folder(x01: torch.Tensor, out: Path) -> Path:
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    arr = (x01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        Image.fromarray(np.ascontiguousarray(a)).save(out / f"{i:05d}.png")
+    return out
+
+
+def reference_dir(prompt: str | None, n: int = REF_COUNT, seed: int = REF_SEED, root: Path | None = None) -> Path:
+    """Folder of n ground-truth PNGs of a prompt's target domain (None = source); written on first use."""
+    if prompt is not None:
+        prompt = W.lookup(prompt).text
+    out = Path(root or CACHE / "refs") / f"{slug(prompt)}_n{n}_s{seed}"
+    done = out / ".complete"
+    if not done.exists():
+        save_folder(W.reference_images(prompt, n, seed), out)
+        done.write_text(prompt or "source")
+    return out
+
+
+def write_all(n: int = REF_COUNT, seed: int = REF_SEED, root: Path | None = None) -> dict[str, Path]:
+    out = {"source": reference_dir(None, n, seed, root)}
+    for p in W.CATALOGUE:
+        out[p.text] = reference_dir(p.text, n, seed, root)
+    return out
