@@ -4,6 +4,7 @@ Stages and their dependencies (independent chains run as parallel processes, one
     judge -> stylegan2            (StyleGAN2 regression uses the judge's features when present)
     vae -> pool -> decoder -> unet   (pocket-SD; decoder = decoder-only fine-tune, encoder frozen)
     clip
+    eg3d                          (random-weight pocket EG3D: the 3D path's plumbing, no training)
 Each stage is also runnable alone: `python -m pocket build --only unet`.
 """
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from .common import log
 
-STAGES = ["judge", "vae", "pool", "decoder", "unet", "clip", "stylegan2"]
-CHAINS = [["judge", "stylegan2"], ["vae", "pool", "decoder", "unet"], ["clip"]]
+STAGES = ["judge", "vae", "pool", "decoder", "unet", "clip", "stylegan2", "eg3d"]
+CHAINS = [["judge", "stylegan2"], ["vae", "pool", "decoder", "unet"], ["clip", "eg3d"]]
+POCKET_EG3D = Path(__file__).resolve().parent / "models" / "eg3d" / "pocket-eg3d.pt"
 
 
 def run_stage(name: str) -> None:
@@ -45,6 +47,12 @@ def run_stage(name: str) -> None:
     elif name == "stylegan2":
         from .stylegan import train
         train()
+    elif name == "eg3d":
+        from trainables.generators.eg3d import build_pocket_eg3d, save_eg3d
+
+        POCKET_EG3D.parent.mkdir(parents=True, exist_ok=True)
+        save_eg3d(build_pocket_eg3d(seed=0), POCKET_EG3D)
+        log("eg3d", f"saved {POCKET_EG3D}")
     else:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 

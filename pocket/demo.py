@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     print("Open the MLflow UI on the results (then browse http://127.0.0.1:5000):")
     print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store / 'mlflow.db'} "
           f"--default-artifact-root {store / 'artifacts'} --host 127.0.0.1 --port 5000")
-    print("Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment <sweep name> "
+    from sweeps.spec import load_sweep
+
+    name = load_sweep(args.sweep).spec.name
+    print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
           f"--tracking-uri sqlite:///{store / 'mlflow.db'}")
     return rc
 
