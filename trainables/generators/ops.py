@@ -70,3 +70,12 @@ def bias_leaky_relu(
 def pixel_norm(x: torch.Tensor, eps: float = PIXELNORM_EPS) -> torch.Tensor:
     """y = x / sqrt(mean_j x_j^2 + eps) over dim 1 (StyleGAN's normalisation of z)."""
     return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + eps)
+
+
+def truncate_latents(wp: torch.Tensor, psi: float, latent_avg: torch.Tensor,
+                     center: torch.Tensor | None = None) -> torch.Tensor:
+    """Truncation trick: w_avg + psi * (w - w_avg), for w [N, D] or W+ [N, L, D]; `center` overrides w_avg."""
+    if psi == 1:
+        return wp
+    c = latent_avg if center is None else center.to(device=wp.device, dtype=wp.dtype).reshape(-1)
+    return c + psi * (wp - c)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import bias_leaky_relu, make_fir_kernel, pixel_norm, upfirdn2d
+from .ops import bias_leaky_relu, make_fir_kernel, pixel_norm, truncate_latents, upfirdn2d
 
 NoiseMode = Literal["const", "random", "none"]
 DEMOD_EPS = 1e-8  # epsilon inside the demodulation rsqrt
@@ -356,10 +356,7 @@ class StyleGAN2(nn.Module):
 
     def truncate(self, wp: torch.Tensor, psi: float, center: torch.Tensor | None = None) -> torch.Tensor:
         """Truncation trick: w_avg + psi * (w - w_avg) (w or W+; center defaults to `latent_avg`)."""
-        if psi == 1:
-            return wp
-        c = self.latent_avg if center is None else center.to(device=wp.device, dtype=wp.dtype).reshape(-1)
-        return c + psi * (wp - c)
+        return truncate_latents(wp, psi, self.latent_avg, center)
 
     @torch.no_grad()
     def mean_latent(self, n: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -33,7 +33,8 @@ import torch
 
 from ..formats import read_torch_file
 from ..formats.errors import CheckpointError
-from ..formats.nvlabs import PersistentRecord, RestrictedUnpickler, nvlabs_to_rosinality, read_network_pickle
+from ..formats.nvlabs import (PersistentRecord, RestrictedUnpickler, nvlabs_to_rosinality, pickled_module,
+                              read_network_pickle)
 from ..ops import make_fir_kernel
 from ..stylegan2 import StyleGAN2Config
 from .config import FFHQ_RENDERING, SR_CLASSES, EG3DConfig
@@ -286,13 +287,7 @@ def _load_strict(g: EG3DGenerator, state: Mapping[str, torch.Tensor], path: str 
 
 def load_eg3d_pickle(path: str | Path, key: str = "G_ema") -> EG3DGenerator:
     """EG3D network pickle -> EG3DGenerator from `G_ema` (never `G`, the raw training weights)."""
-    data = read_eg3d_pickle(path)
-    rec = data.get(key)
-    if not isinstance(rec, PersistentRecord):
-        raise CheckpointError(path, f"no persistent {key!r} module in the pickle (keys {sorted(map(str, data))})",
-                              f"a network pickle with {key!r}")
-    if rec.class_name != "TriPlaneGenerator":
-        raise CheckpointError(path, f"{key!r} is a {rec.class_name}", "an EG3D TriPlaneGenerator")
+    rec = pickled_module(read_eg3d_pickle(path), key, "TriPlaneGenerator", "an EG3D TriPlaneGenerator", path)
     st = rec.state
     rk = st.get("rendering_kwargs")
     if not isinstance(rk, dict):

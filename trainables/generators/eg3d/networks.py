@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import pixel_norm
+from ..ops import pixel_norm, truncate_latents
 from ..stylegan2 import (EqualLinear, ModulatedConv2d, NoiseMode, StyledConv, StyleGAN2, StyleGAN2Config, ToRGB,
                          Upsample2x)
 from . import renderer as R
@@ -269,10 +269,7 @@ class EG3DGenerator(nn.Module):
 
     def truncate(self, wp: torch.Tensor, psi: float, center: torch.Tensor | None = None) -> torch.Tensor:
         """w_avg + psi * (w - w_avg)."""
-        if psi == 1:
-            return wp
-        c = self.latent_avg if center is None else center.to(device=wp.device, dtype=wp.dtype).reshape(-1)
-        return c + psi * (wp - c)
+        return truncate_latents(wp, psi, self.latent_avg, center)
 
     @torch.no_grad()
     def mean_latent(self, c: torch.Tensor, n: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:

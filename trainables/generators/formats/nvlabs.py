@@ -331,15 +331,20 @@ def generator_from_nvlabs_state_dict(sd: Mapping[str, torch.Tensor], path: str |
     return generator_from_state_dict(_with_fir_kernels(state, cfg), w_avg, path, cfg, source="converted NVlabs")
 
 
-def load_network_pickle(path: str | Path, key: str = "G_ema") -> StyleGAN2:
-    """NVlabs network pickle -> StyleGAN2 built from its `G_ema` (never `G`, the raw training weights)."""
-    data = read_network_pickle(path)
+def pickled_module(data: dict, key: str, class_name: str, expected: str, path: str | Path) -> PersistentRecord:
+    """The persistent module `data[key]` of an unpickled network pickle, checked to be a `class_name`."""
     rec = data.get(key)
     if not isinstance(rec, PersistentRecord):
         raise CheckpointError(path, f"no persistent {key!r} module in the pickle (keys {sorted(map(str, data))})",
                               f"a network pickle with {key!r}")
-    if rec.class_name != "Generator":
-        raise CheckpointError(path, f"{key!r} is a {rec.class_name}", "a stylegan2-ada-pytorch Generator")
+    if rec.class_name != class_name:
+        raise CheckpointError(path, f"{key!r} is a {rec.class_name}", expected)
+    return rec
+
+
+def load_network_pickle(path: str | Path, key: str = "G_ema") -> StyleGAN2:
+    """NVlabs network pickle -> StyleGAN2 built from its `G_ema` (never `G`, the raw training weights)."""
+    rec = pickled_module(read_network_pickle(path), key, "Generator", "a stylegan2-ada-pytorch Generator", path)
     c_dim = rec.state.get("c_dim", 0)
     if c_dim:
         raise CheckpointError(path, f"conditional generator (c_dim = {c_dim})", "c_dim = 0")
