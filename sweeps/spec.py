@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.config import AdaptConfig, flatten
-from trainables.config_io import ConfigError, expand_references
+from trainables.config_io import ConfigError, expand_references, read_yaml
 from trainables.config_io import expand_env as _expand_env
 
 
@@ -314,11 +314,9 @@ def _load_base(spec: SweepSpec, file: Path, marks: Marks) -> dict[str, Any]:
                 f"to the sweep file: fix the path or give the config inline as a mapping"
             )
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SweepError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise SweepError(f"{path}: a base config must be a mapping of AdaptConfig fields")
+            data = read_yaml(path)
+        except ConfigError as exc:
+            raise SweepError(str(exc)) from None
         source = str(path)
     try:  # model references: ${VAR} expansion; relative checkpoints beside the base file (config_io's rule)
         data = expand_references(data, source, base=None if isinstance(spec.base, dict) else path.parent)

@@ -33,8 +33,8 @@ import torch
 
 from ..formats import read_torch_file
 from ..formats.errors import CheckpointError
-from ..formats.nvlabs import (PersistentRecord, RestrictedUnpickler, nvlabs_to_rosinality, pickled_module,
-                              read_network_pickle)
+from ..formats.nvlabs import (PersistentRecord, RestrictedUnpickler, flatten_record, nvlabs_to_rosinality,
+                              pickled_module, read_network_pickle)
 from ..ops import make_fir_kernel
 from ..stylegan2 import StyleGAN2Config
 from .config import FFHQ_RENDERING, SR_CLASSES, EG3DConfig
@@ -88,26 +88,9 @@ def _state_of(obj: Any) -> dict | None:
 
 
 def flatten_module(obj: Any, path: str | Path | None = None, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
-    """state_dict of a pickled module tree: `_parameters` and persistent `_buffers` through `_modules`."""
-    state = _state_of(obj)
-    if state is None:
-        raise CheckpointError(path, f"module {prefix.rstrip('.') or '<root>'!r} is a {type(obj).__name__}",
-                              "persistent NVlabs modules or the EG3D plain modules")
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    skip = set(state.get("_non_persistent_buffers_set") or ())
-    for name, t in (state.get("_parameters") or {}).items():
-        if t is not None:
-            out[prefix + name] = t
-    for name, t in (state.get("_buffers") or {}).items():
-        if t is not None and name not in skip:
-            out[prefix + name] = t
-    for name, sub in (state.get("_modules") or {}).items():
-        if sub is not None:
-            out.update(flatten_module(sub, path, prefix + name + "."))
-    for k, t in out.items():
-        if not torch.is_tensor(t):
-            raise CheckpointError(path, f"{k!r} is a {type(t).__name__}", "tensors in _parameters/_buffers")
-    return out
+    """state_dict of a pickled EG3D module tree (persistent NVlabs modules and EG3D's plain modules)."""
+    return flatten_record(obj, path, prefix, state_of=_state_of,
+                          allowed="persistent NVlabs modules or the EG3D plain modules")
 
 
 def _child(obj: Any, dotted: str) -> Any:

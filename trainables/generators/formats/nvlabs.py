@@ -28,7 +28,7 @@ import io
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,10 +170,20 @@ def read_network_pickle(path: str | Path, unpickler: type[pickle.Unpickler] | No
     return data
 
 
-def flatten_record(rec: PersistentRecord, path: str | Path | None = None, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
-    """state_dict of a persistent module record: `_parameters` and persistent `_buffers` through `_modules`."""
+def _persistent_state(obj: Any) -> dict | None:
+    return obj.state if isinstance(obj, PersistentRecord) else None
+
+
+def flatten_record(rec: Any, path: str | Path | None = None, prefix: str = "",
+                   state_of: Callable[[Any], dict | None] = _persistent_state,
+                   allowed: str = "persistent NVlabs modules only") -> "OrderedDict[str, torch.Tensor]":
+    """state_dict of a pickled module tree: `_parameters` and persistent `_buffers` through `_modules`.
+
+    `state_of(obj)` gives a module record's `__dict__` (None for anything that is not an allowed module)."""
+    state = state_of(rec)
+    if state is None:
+        raise CheckpointError(path, f"module {prefix.rstrip('.') or '<root>'!r} is a {type(rec).__name__}", allowed)
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    state = rec.state
     skip = set(state.get("_non_persistent_buffers_set") or ())
     for name, t in (state.get("_parameters") or {}).items():
         if t is not None:
@@ -182,15 +192,8 @@ def flatten_record(rec: PersistentRecord, path: str | Path | None = None, prefix
         if t is not None and name not in skip:
             out[prefix + name] = t
     for name, sub in (state.get("_modules") or {}).items():
-        if sub is None:
-            continue
-        if not isinstance(sub, PersistentRecord):
-            raise CheckpointError(path, f"submodule {prefix + name!r} is a {type(sub).__name__}",
-                                  "persistent NVlabs modules only")
-        out.update(flatten_record(sub, path, prefix + name + "."))
-    for k, t in out.items():
-        if not torch.is_tensor(t):
-            raise CheckpointError(path, f"{k!r} is a {type(t).__name__}", "tensors in _parameters/_buffers")
+        if sub is not None:
+            out.update(flatten_record(sub, path, prefix + name + ".", state_of, allowed))
     return out
 
 
