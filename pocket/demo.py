@@ -35,14 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - tic) / 60
-    store = Path(default_tracking_dir())
-    print(f"\ndemo finished in {minutes:.1f} min (exit {rc}).")
-    print("Open the MLflow UI on the results (then browse http://127.0.0.1:5000):")
-    print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store / 'mlflow.db'} "
-          f"--default-artifact-root {store / 'artifacts'} --host 127.0.0.1 --port 5000")
+    from mlflow.tracking import MlflowClient
     from sweeps.spec import load_sweep
 
     name = load_sweep(args.sweep).spec.name
+    store = Path(default_tracking_dir())
+    experiment = MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_experiment_by_name(name)
+    runs_url = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id if experiment else ''}/runs"
+    print(f"\ndemo finished in {minutes:.1f} min (exit {rc}).")
+    print(f"Open the MLflow UI on the results, then browse {runs_url} (each sweep run expands into its trials;")
+    print("the table and comparison figure are artifacts of the sweep run, under table/):")
+    print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store / 'mlflow.db'} "
+          f"--default-artifact-root {store / 'artifacts'} --host 127.0.0.1 --port 5000 --workers 1")
     print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
           f"--tracking-uri sqlite:///{store / 'mlflow.db'}")
     return rc
