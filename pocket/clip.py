@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world as W
-from .common import CLIP_CONFIG, CLIP_DIR, CLIP_NAME, CLIP_WEIGHTS, log, record, seed_everything, timer
+from .common import CLIP_CONFIG, CLIP_DIR, CLIP_NAME, CLIP_WEIGHTS, log, optimizer_step, record, seed_everything, timer
 
 CONFIG = {
     "embed_dim": 64,
@@ -94,10 +94,7 @@ def train(steps: int = 1500, batch_size: int = 64, seed: int = 5, lr: float = 2e
             target = same / same.sum(1, keepdim=True)
             loss = (torch.sum(-target * logits.log_softmax(1), 1).mean()
                     + torch.sum(-target * logits.t().log_softmax(1), 1).mean()) / 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched)
             if step % 100 == 0 or step == steps - 1:
                 log("clip", f"step {step} loss {loss.item():.4f} scale {model.logit_scale.exp().item():.1f}")
     model.eval()

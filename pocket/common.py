@@ -53,3 +53,13 @@ def timer():
 
 def log(stage: str, msg: str) -> None:
     print(f"[pocket {stage} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched, clip_params=None) -> None:
+    """One training step of every pocket trainer: backward, optional grad-norm clip at 1, step, LR schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+    opt.step()
+    sched.step()

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import world as W
-from .common import JUDGE_DIR, log, record, seed_everything, timer
+from .common import JUDGE_DIR, log, optimizer_step, record, seed_everything, timer
 
 HEADS = {"shape": len(W.SHAPES) + 1, "colour": len(W.COLOURS), "background": len(W.BACKGROUNDS),
          "pattern": len(W.PATTERNS), "size": len(W.SIZES)}
@@ -115,10 +115,7 @@ def train(out_dir: Path = JUDGE_DIR, steps: int = 1200, batch_size: int = 96, se
         for step in range(steps):
             x, a, pos = batch(batch_size, seed * 1_000_003 + step)
             loss = loss_fn(judge(augment(x, g)), a, pos)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched)
             if step % 200 == 0 or step == steps - 1:
                 log("judge", f"step {step} loss {loss.item():.4f}")
     judge.eval()

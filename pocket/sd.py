@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world as W
-from .common import CACHE, SD_DIR, log, record, seed_everything, timer
+from .common import CACHE, SD_DIR, log, optimizer_step, record, seed_everything, timer
 
 LATENT_RES = 8
 POOL_SIZE = 12288
@@ -102,11 +102,7 @@ def train_vae(steps: int = 900, batch_size: int = 32, seed: int = 2, lr: float =
             rec_loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
             feat = F.mse_loss(judge.features(rec), judge.features(x)) if use_feat else torch.zeros(())
             loss = rec_loss + kl_weight * kl + feat_weight * feat
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched, clip_params=vae.parameters())
             if step % 100 == 0 or step == steps - 1:
                 log("vae", f"step {step} rec {rec_loss.item():.4f} feat {feat.item():.4f} kl {kl.item():.1f}")
             if judge is not None and step % 150 == 149:
@@ -163,11 +159,7 @@ def finetune_decoder(steps: int = 1200, batch_size: int = 32, seed: int = 8, lr:
                     z = z + latent_noise * post.mean.std() * torch.randn_like(z) * torch.rand(len(z), 1, 1, 1)
             rec = vae.decode(z).sample
             loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched, clip_params=params)
             if step % 100 == 0 or step == steps - 1:
                 log("decoder", f"step {step} rec {loss.item():.4f}")
             if step % 300 == 299:
@@ -261,11 +253,7 @@ def train_unet(steps: int = 1500, batch_size: int = 64, seed: int = 4, lr: float
             hidden = text(ids_of(caps))[0]
             pred = unet(zt, tt, encoder_hidden_states=hidden).sample
             loss = F.mse_loss(pred, eps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched, clip_params=params)
             if step % 100 == 0 or step == steps - 1:
                 log("unet", f"step {step} loss {loss.item():.4f} ({t_since(t):.0f} s)")
     unet.eval()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world as W
-from .common import STYLEGAN_PATH, log, record, seed_everything, timer
+from .common import STYLEGAN_PATH, log, optimizer_step, record, seed_everything, timer
 
 STYLE_DIM = 32
 N_MLP = 4
@@ -151,10 +151,7 @@ def train(steps: int = 5000, batch_size: int = 16, seed: int = 6, lr: float = 2e
             loss = rec
             if judge is not None:
                 loss = loss + feat_weight * F.mse_loss(judge.features(x), judge.features(y))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched)
             if step % 100 == 0 or step == steps - 1:
                 log("stylegan2", f"step {step} loss {loss.item():.4f} rec {rec.item():.4f}")
     g.eval()

@@ -17,6 +17,17 @@ SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny ops: 2 intra-op threads on a loaded 2-core machine are 10-50x slower than one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

@@ -23,13 +23,7 @@ B, SIZE, IMG = 2, 24, 16          # generator output 24x24 resized to the tiny V
 PROMPT, NEG = "a red square", ""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny ops: 2 intra-op threads on a loaded 2-core machine are 10-50x slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

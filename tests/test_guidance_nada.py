@@ -20,12 +20,7 @@ from trainables.guidance.nada import NadaGuidance, imagenet_templates
 from trainables.testing import build_tiny_open_clip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
