@@ -2,7 +2,7 @@
 
 Stages and their dependencies (independent chains run as parallel processes, one torch thread each):
     judge -> stylegan2            (StyleGAN2 regression uses the judge's features when present)
-    vae -> pool -> decoder -> unet   (pocket-SD; decoder = decoder-only fine-tune, encoder frozen)
+    vae -> pool -> unet           (pocket-SD)
     clip
     eg3d                          (random-weight pocket EG3D: the 3D path's plumbing, no training)
 Each stage is also runnable alone: `python -m pocket build --only unet`.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .common import log
 
-STAGES = ["judge", "vae", "pool", "decoder", "unet", "clip", "stylegan2", "eg3d"]
-CHAINS = [["judge", "stylegan2"], ["vae", "pool", "decoder", "unet"], ["clip", "eg3d"]]
+STAGES = ["judge", "vae", "pool", "unet", "clip", "stylegan2", "eg3d"]
+CHAINS = [["judge", "stylegan2"], ["vae", "pool", "unet"], ["clip", "eg3d"]]
 POCKET_EG3D = Path(__file__).resolve().parent / "models" / "eg3d" / "pocket-eg3d.pt"
 
 
@@ -31,22 +31,20 @@ def run_stage(name: str) -> None:
     elif name == "pool":
         from .sd import encode_pool
         encode_pool()
-    elif name == "decoder":
-        from .sd import finetune_decoder
-        finetune_decoder(seed=8)      # rounds of 1200 steps, added one by one while colours stayed washed
-        finetune_decoder(seed=9)      # out; the third adds latent noise so that sampler errors decode sanely
-        finetune_decoder(seed=10, latent_noise=0.3)
     elif name == "unet":
-        from .common import SD_DIR
         from .sd import train_unet
-        train_unet()                  # 1500 steps from scratch, then 1000 more (added after the first
-        train_unet(steps=1000, seed=5, lr=1e-3, init_from=SD_DIR, record_as="unet_continued")  # was weak)
+        train_unet()
     elif name == "clip":
         from .clip import train
         train()
     elif name == "stylegan2":
+        from .common import STYLEGAN_PATH
         from .stylegan import train
-        train()
+        train()                       # 5000 x 16 from scratch, then two rounds of 6000 x 32 at lower lrs
+        train(steps=6000, batch_size=32, seed=16, lr=1e-3, init_from=STYLEGAN_PATH,   # (added for the FID bar)
+              record_as="stylegan2_continued")
+        train(steps=6000, batch_size=32, seed=26, lr=5e-4, init_from=STYLEGAN_PATH,
+              record_as="stylegan2_continued2")
     elif name == "eg3d":
         from trainables.generators.eg3d import build_pocket_eg3d, save_eg3d
 

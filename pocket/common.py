@@ -21,7 +21,10 @@ CLIP_WEIGHTS = CLIP_DIR / "open_clip_model.safetensors"
 STYLEGAN_PATH = MODELS / "stylegan2" / "pocket-circles-32.pt"
 BUILD_RECORD = MODELS / "build.json"     # steps, wall times and measured numbers of the last build
 CACHE = Path(os.environ.get("POCKET_CACHE", "/tmp/pocket-cache"))   # latent pools, reference sets
-THREADS = 1                              # torch intra-op threads (1: on shared cores 2 threads spin ~3x slower); part of what makes a build reproducible
+# torch intra-op threads per build process; part of what makes a build reproducible. 1 when the three chains
+# run side by side (on shared cores 2 threads spun ~3x slower); POCKET_THREADS=2 for one chain alone on idle
+# cores (measured 1.8x faster per VAE step).
+THREADS = int(os.environ.get("POCKET_THREADS", "1"))
 
 
 def seed_everything(seed: int, threads: int = THREADS) -> None:
@@ -31,8 +34,9 @@ def seed_everything(seed: int, threads: int = THREADS) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def record(stage: str, **info) -> None:
-    """Merge one stage's numbers into models/build.json (what docs/pocket.md quotes)."""
+def record(stage: str, rows: list | None = None, fresh_rows: bool = False, **info) -> None:
+    """Merge one stage's numbers into models/build.json (what docs/pocket.md quotes); `rows` are appended to
+    the stage's list of rows (started anew with fresh_rows), inside the lock, so parallel probes keep all."""
     import fcntl
 
     MODELS.mkdir(parents=True, exist_ok=True)
@@ -40,7 +44,10 @@ def record(stage: str, **info) -> None:
     with open(CACHE / ".build.lock", "w") as lock:        # stages run in parallel processes
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(BUILD_RECORD.read_text()) if BUILD_RECORD.exists() else {}
-        data.setdefault(stage, {}).update(info)
+        entry = data.setdefault(stage, {})
+        entry.update(info)
+        if rows is not None:
+            entry["rows"] = ([] if fresh_rows else entry.get("rows", [])) + rows
         BUILD_RECORD.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

@@ -68,6 +68,21 @@ def test_sd_loads_through_the_sd_loader_and_denoises():
     assert torch.mean((pred - eps) ** 2) < 0.5 * torch.mean(eps ** 2)
 
 
+@_skip("sd")
+@_skip("judge")
+def test_sd_samples_follow_shape_and_colour_prompts(one_torch_thread):
+    """pocket-SD sampled through diffusers' own pipeline carries the prompted attribute (quick bar; the full
+    bar, >= 0.8 per single-attribute prompt on 32 samples, is `python -m pocket check --only sd`)."""
+    from pocket.judge import load_judge
+    from pocket.metrics import accuracy_of
+    from pocket.sd import load_pipeline, sample
+
+    pipe, judge = load_pipeline(), load_judge()
+    for k, prompt in enumerate(["a triangle", "a blue circle"]):
+        acc = accuracy_of(judge.predict(sample(pipe, prompt, 12, cfg=7.5, steps=20, seed=k)), prompt)
+        assert acc["pocket/prompt_accuracy"] >= 0.6, (prompt, acc)
+
+
 @_skip("stylegan2")
 def test_stylegan_loads_rosinality_and_draws_source_circles():
     from trainables.generators import load_generator
