@@ -36,7 +36,9 @@ def targets(z: torch.Tensor) -> torch.Tensor:
     return W.to_model(W.render(W.attrs_from_z(z)))
 
 
-RAMP_SLOPE = 50.0   # steepness of the mapping's class steps (transition width 1/50 in normalised-z units)
+# Steepness of the mapping's class steps (transition width 1/RAMP_SLOPE in normalised-z units). 500: the
+# code is exact on 99.6% of z (50: 95.8%; the other z drew blended colours, which cost FID).
+RAMP_SLOPE = 500.0
 
 
 def _thresholds(n: int, d: int) -> list[float]:
@@ -122,20 +124,20 @@ def mapping_code_accuracy(g, n: int = 4096, seed: int = 7) -> float:
 
 
 def train(steps: int = 5000, batch_size: int = 16, seed: int = 6, lr: float = 2e-3, feat_weight: float = 0.0,
-          out: Path = STYLEGAN_PATH):
-    from trainables.generators import StyleGAN2, save_rosinality
+          out: Path = STYLEGAN_PATH, init_from: Path | None = None, record_as: str = "stylegan2"):
+    from trainables.generators import StyleGAN2, load_generator, save_rosinality
 
     from .common import JUDGE_DIR
     from .judge import load_judge
 
     seed_everything(seed)
-    g = StyleGAN2(config())
+    g = StyleGAN2(config()) if init_from is None else load_generator(init_from)   # continue a previous stage
     set_mapping(g)
     code_acc = mapping_code_accuracy(g)
     log("stylegan2", f"mapping: w equals the attribute code (max error < 0.05) on {code_acc:.4f} of z")
     with torch.no_grad():
         for name, p in g.named_parameters():
-            if "to_rgb" in name and name.endswith("conv.weight"):
+            if init_from is None and "to_rgb" in name and name.endswith("conv.weight"):
                 p.mul_(TORGB_INIT_SCALE)
     judge = load_judge() if feat_weight > 0 and (JUDGE_DIR / "model.safetensors").exists() else None
     params = [p for p in g.parameters() if p.requires_grad]
@@ -161,7 +163,7 @@ def train(steps: int = 5000, batch_size: int = 16, seed: int = 6, lr: float = 2e
     out.parent.mkdir(parents=True, exist_ok=True)
     save_rosinality(g, out)
     log("stylegan2", f"saved {out} ({t['seconds']} s)")
-    record("stylegan2", params=sum(p.numel() for p in g.parameters()), steps=steps, batch=batch_size,
+    record(record_as, params=sum(p.numel() for p in g.parameters()), steps=steps, batch=batch_size,
            seconds=t["seconds"], final_loss=loss.item(), final_rec=rec.item(),
            objective="mapping set to an explicit attribute code, synthesis L1+MSE regression",
            mapping_code_accuracy=code_acc, judge_feature_loss=judge is not None)

@@ -64,3 +64,17 @@ def test_stylegan_stage_saves_rosinality(scratch):
     g2 = load_generator(scratch / "g.pt")
     z = torch.randn(2, stylegan.STYLE_DIM)
     assert torch.allclose(g(z, noise_mode="const"), g2(z, noise_mode="const"), atol=1e-5)
+
+
+def test_stylegan_stage_continues_from_a_checkpoint(scratch):
+    """The continuation rounds of the build start from the saved generator (lr 0: nothing may change)."""
+    import json
+
+    from pocket import stylegan
+
+    g = stylegan.train(steps=2, batch_size=4, out=scratch / "g.pt")
+    g2 = stylegan.train(steps=1, batch_size=4, lr=0.0, out=scratch / "g2.pt", init_from=scratch / "g.pt",
+                        record_as="stylegan2_continued")
+    z = torch.randn(3, stylegan.STYLE_DIM)
+    assert torch.allclose(g(z, noise_mode="const"), g2(z, noise_mode="const"), atol=1e-6)
+    assert "stylegan2_continued" in json.loads((scratch / "build.json").read_text())
