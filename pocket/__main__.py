@@ -5,6 +5,7 @@
     python -m pocket refs [--n N] [--seed S] [--out DIR]    write ground-truth reference folders (FID)
     python -m pocket prompts                                the prompt catalogue and each prompt's attributes
     python -m pocket probe [--prompts P ...] [--iterations N]  quick SDS/NADA settings experiment (judge-read)
+    python -m pocket summary [--experiment pocket-table]   the pocket table condensed (short/long, per prompt)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train the stand-in models")
-    b.add_argument("--only", nargs="+", help="stages: judge vae pool unet clip stylegan2")
+    b.add_argument("--only", nargs="+", help="stages: judge vae pool unet clip stylegan2 eg3d")
     b.add_argument("--serial", action="store_true", help="one process, stages in order")
     c = sub.add_parser("check", help="measure the quality bars")
     c.add_argument("--only", nargs="+", help="parts: judge clip vae sd stylegan2")
@@ -33,6 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--methods", nargs="+", default=["fusion", "nada"])
     pr.add_argument("--cfg-scales", nargs="+", type=float, default=[7.5, 20.0, 100.0])
     pr.add_argument("--lrs", nargs="+", type=float, default=[0.002, 0.008])
+    pr.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides for every run, e.g. guidance.t_max=300 train.batch_size=4")
+    pr.add_argument("--fresh", action="store_true", help="start a new probe record (after rebuilding pocket-SD)")
+    pr.add_argument("--show", action="store_true", help="print the recorded probe rows as a markdown table; run nothing")
+    sm = sub.add_parser("summary", help="condense a pocket sweep's MLflow results (short vs long prompts)")
+    sm.add_argument("--experiment", default="pocket-table")
+    sm.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
+    sm.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -50,10 +59,23 @@ def main(argv: list[str] | None = None) -> None:
                                root=args.out)
         for prompt, path in paths.items():
             print(f"{path}\t{prompt}")
+    elif args.cmd == "probe" and args.show:
+        from .common import BUILD_RECORD
+        from .probe import markdown_table
+
+        print(markdown_table(json.loads(BUILD_RECORD.read_text()).get("probe", {}).get("rows", [])))
     elif args.cmd == "probe":
         from .probe import run
 
-        run(args.prompts, args.iterations, tuple(args.methods), tuple(args.cfg_scales), tuple(args.lrs))
+        from trainables.config_io import parse_override
+
+        over = {".".join(key): value for key, value in map(parse_override, args.set)}
+        run(args.prompts, args.iterations, tuple(args.methods), tuple(args.cfg_scales), tuple(args.lrs),
+            fresh=args.fresh, **over)
+    elif args.cmd == "summary":
+        from .summary import summary
+
+        print(summary(args.experiment, args.tracking_uri, args.parent))
     elif args.cmd == "prompts":
         from .world import CATALOGUE
 

@@ -75,23 +75,44 @@ def run_one(method: str, prompt: str, iterations: int, **over) -> dict:
 
 
 def run(prompts: list[str] | None = None, iterations: int = 150, methods=("fusion", "nada"),
-        cfg_scales=(7.5, 20.0, 100.0), lrs=(0.002, 0.008)) -> list[dict]:
+        cfg_scales=(7.5, 20.0, 100.0), lrs=(0.002, 0.008), fresh: bool = False, **over) -> list[dict]:
+    """Every (prompt, CFG, lr) combination; `over` = extra dotted config overrides for every run (e.g.
+    guidance.t_max). Rows accumulate in build.json unless `fresh` (after a rebuild of pocket-SD)."""
     torch.set_num_threads(1)
     prompts = prompts or ["a square", "a red circle", "a striped circle"]
     rows = []
     for prompt in prompts:
         if "fusion" in methods:
             for cfg_scale, lr in itertools.product(cfg_scales, lrs):
-                res = run_one("fusion", prompt, iterations, **{"guidance.cfg_scale": cfg_scale, "optim.lr": lr})
-                rows.append({"method": "fusion", "prompt": prompt, "cfg_scale": cfg_scale, "lr": lr, **res})
+                res = run_one("fusion", prompt, iterations, **{"guidance.cfg_scale": cfg_scale, "optim.lr": lr, **over})
+                rows.append({"method": "fusion", "prompt": prompt, "cfg_scale": cfg_scale, "lr": lr,
+                             "iterations": iterations, **over, **res})
                 log("probe", json.dumps(rows[-1]))
         if "nada" in methods:
             for lr in lrs:
-                res = run_one("nada", prompt, iterations, **{"optim.lr": lr})
-                rows.append({"method": "nada", "prompt": prompt, "lr": lr, **res})
+                res = run_one("nada", prompt, iterations, **{"optim.lr": lr, **over})
+                rows.append({"method": "nada", "prompt": prompt, "lr": lr, "iterations": iterations, **over, **res})
                 log("probe", json.dumps(rows[-1]))
-    from .common import BUILD_RECORD
-
-    old = json.loads(BUILD_RECORD.read_text()).get("probe", {}).get("rows", []) if BUILD_RECORD.exists() else []
-    record("probe", iterations=iterations, rows=old + rows)     # appended: probes accumulate
+    record("probe", rows=rows, fresh_rows=fresh)     # appended: probes accumulate
     return rows
+
+
+COLUMNS = [("method", "method"), ("prompt", "prompt"), ("cfg_scale", "CFG"), ("lr", "lr"),
+           ("pocket/prompt_accuracy", "prompt acc"), ("pocket/preservation", "preservation"),
+           ("pocket/source_in_domain", "source in-domain"), ("pocket/pixel_change", "pixel change")]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The recorded probe rows as the markdown table docs/pocket.md quotes (`python -m pocket probe --show`)."""
+    extra = sorted({k for r in rows for k in r if "." in k and not k.startswith("pocket/")})   # --set overrides
+    cols = COLUMNS[:4] + [(k, k) for k in extra] + [("iterations", "iters")] + COLUMNS[4:]
+    lines = ["| " + " | ".join(title for _, title in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(key, r.get(key)) for key, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def _cell(key: str, v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if key.startswith("pocket/") else str(v)

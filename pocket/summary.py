@@ -1,0 +1,80 @@
+"""`python -m pocket summary`: the pocket table condensed to what the paper's claims are about.
+
+Reads a pocket sweep's trial runs from MLflow (evaluation's `runs_dataframe`, the same rows the full table is
+built from), keeps the newest sweep run of the experiment (or `--parent RUN_ID`), and prints two markdown
+tables:
+  1. per prompt kind (short / long) and method: each metric averaged over the kind's prompts within a seed,
+     then mean +- std over seeds (so the spread is seed-to-seed, not prompt-to-prompt);
+  2. per prompt and method: prompt accuracy / preservation / ground-truth FID, mean over seeds.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import world as W
+
+METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
+           ("eval/pocket/preservation", "preservation ↑", ".2f"),
+           ("eval/pocket/fid_gt", "FID to ground truth ↓", ".1f"),
+           ("eval/pocket/fid_source", "FID to source", ".1f"),
+           ("eval/clip_score", "CLIP score ↑", ".1f"),
+           ("eval/feature_diversity", "feature div. ↑", ".3f")]
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> pd.DataFrame:
+    from evaluation.table import runs_dataframe
+    from trainables.tracking import default_tracking_uri
+
+    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri())   # where sweeps log by default
+    if runs.empty:
+        raise SystemExit(f"experiment {experiment!r} has no trial runs; run `python -m sweeps run "
+                         f"sweeps/pocket/table.yaml` first (or pass --tracking-uri)")
+    if parent is None and runs["parent_run_id"].notna().any():    # newest sweep: parent of the newest trial
+        parent = runs.dropna(subset=["parent_run_id"]).sort_values("start_time")["parent_run_id"].iloc[-1]
+    if parent is not None:
+        runs = runs[runs["parent_run_id"] == parent]
+    runs = runs.copy()
+    runs["kind"] = runs["prompt"].map(lambda p: W.lookup(p).kind)
+    return runs
+
+
+def _fmt(values: pd.Series, fmt: str) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    if len(values) == 1:
+        return format(values.iloc[0], fmt)
+    return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+
+
+def by_kind(runs: pd.DataFrame) -> str:
+    metrics = [m for m in METRICS if m[0] in runs.columns]
+    head = "| prompts | method | seeds | " + " | ".join(t for _, t, _ in metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    for (kind, method), g in runs.groupby(["kind", "method"], sort=True):
+        per_seed = g.groupby("seed")[[k for k, _, _ in metrics]].mean()
+        cells = [_fmt(per_seed[k], f) for k, _, f in metrics]
+        n_prompts = g["prompt"].nunique()
+        lines.append(f"| {kind} ({n_prompts}) | {method} | {len(per_seed)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def by_prompt(runs: pd.DataFrame) -> str:
+    methods = sorted(runs["method"].unique(), key=lambda m: (not m.startswith("NADA"), m.count("+"), m))
+    lines = ["| prompt | " + " | ".join(methods) + " |", "|" + "---|" * (1 + len(methods))]
+    order = {p.text: i for i, p in enumerate(W.CATALOGUE)}
+    for prompt in sorted(runs["prompt"].unique(), key=lambda p: order.get(p, 99)):
+        cells = []
+        for method in methods:
+            g = runs[(runs["prompt"] == prompt) & (runs["method"] == method)]
+            vals = [g[k].mean() if k in g else float("nan") for k, _, _ in METRICS[:3]]
+            cells.append("{:.2f} / {:.2f} / {:.0f}".format(*vals) if len(g) else "-")
+        lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> str:
+    runs = load_runs(experiment, tracking_uri, parent)
+    return (f"{len(runs)} trial runs, sweep run {runs['parent_run_id'].iloc[0]}\n\n" + by_kind(runs)
+            + "\n\nper prompt: prompt accuracy / preservation / FID to ground truth (mean over seeds)\n\n"
+            + by_prompt(runs))
