@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     sm.add_argument("--experiment", default="pocket-table")
     sm.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     sm.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
+    sm.add_argument("--no-frozen", action="store_true", help="skip the unadapted generator's column")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "summary":
         from .summary import summary
 
-        print(summary(args.experiment, args.tracking_uri, args.parent))
+        print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen))
     elif args.cmd == "prompts":
         from .world import CATALOGUE
 

@@ -5,7 +5,8 @@ built from), keeps the newest sweep run of the experiment (or `--parent RUN_ID`)
 tables:
   1. per prompt kind (short / long) and method: each metric averaged over the kind's prompts within a seed,
      then mean +- std over seeds (so the spread is seed-to-seed, not prompt-to-prompt);
-  2. per prompt and method: prompt accuracy / preservation / ground-truth FID, mean over seeds.
+  2. per prompt and method: prompt accuracy / preservation / ground-truth FID, mean over seeds, next to the
+     unadapted generator (`frozen G`: the starting point every method moves from; its preservation is 1).
 """
 from __future__ import annotations
 
@@ -59,12 +60,32 @@ def by_kind(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def by_prompt(runs: pd.DataFrame) -> str:
+def frozen_baseline(prompts, n: int = 512, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """(prompt accuracy, FID to the prompt's ground truth) of the unadapted pocket-StyleGAN2's samples."""
+    import torch
+
+    from trainables.generators import load_generator
+
+    from .common import STYLEGAN_PATH
+    from .metrics import _features, _fid, _load, accuracy_of, judge_images
+    from .refs import reference_dir
+
+    g = load_generator(STYLEGAN_PATH)
+    z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        x01 = (g(z, noise_mode="const").clamp(-1, 1) + 1) / 2
+    pred, feats = judge_images(x01), _features(x01)
+    return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"], _fid(feats, _features(_load(reference_dir(p)))))
+            for p in prompts}
+
+
+def by_prompt(runs: pd.DataFrame, frozen: dict[str, tuple[float, float]] | None = None) -> str:
     methods = sorted(runs["method"].unique(), key=lambda m: (not m.startswith("NADA"), m.count("+"), m))
-    lines = ["| prompt | " + " | ".join(methods) + " |", "|" + "---|" * (1 + len(methods))]
+    first = ["frozen G"] if frozen else []
+    lines = ["| prompt | " + " | ".join(first + methods) + " |", "|" + "---|" * (1 + len(first) + len(methods))]
     order = {p.text: i for i, p in enumerate(W.CATALOGUE)}
     for prompt in sorted(runs["prompt"].unique(), key=lambda p: order.get(p, 99)):
-        cells = []
+        cells = ["{:.2f} / 1.00 / {:.0f}".format(*frozen[prompt])] if frozen else []
         for method in methods:
             g = runs[(runs["prompt"] == prompt) & (runs["method"] == method)]
             vals = [g[k].mean() if k in g else float("nan") for k, _, _ in METRICS[:3]]
@@ -73,8 +94,10 @@ def by_prompt(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> str:
+def summary(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
+            with_frozen: bool = True) -> str:
     runs = load_runs(experiment, tracking_uri, parent)
+    frozen = frozen_baseline(sorted(runs["prompt"].unique())) if with_frozen else None
     return (f"{len(runs)} trial runs, sweep run {runs['parent_run_id'].iloc[0]}\n\n" + by_kind(runs)
             + "\n\nper prompt: prompt accuracy / preservation / FID to ground truth (mean over seeds)\n\n"
-            + by_prompt(runs))
+            + by_prompt(runs, frozen))
