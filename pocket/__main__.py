@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "summary":
         from .summary import summary
 
-        print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen))
+        try:
+            print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen))
+        except (ValueError, KeyError) as exc:     # unknown experiment; a prompt outside the pocket catalogue
+            raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     elif args.cmd == "prompts":
         from .world import CATALOGUE
 

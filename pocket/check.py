@@ -6,22 +6,10 @@ samples >= 0.95 in-domain and FID (judge features) to a source set <= 2x the FID
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import world as W
 from .common import record, seed_everything, log
-
-
-def fid_of(f1: np.ndarray, f2: np.ndarray) -> float:
-    from cleanfid.fid import frechet_distance
-
-    return float(max(0.0, frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))))
-
-
-@torch.no_grad()
-def feats(judge, x: torch.Tensor) -> np.ndarray:
-    return torch.cat([judge.features(x[i:i + 256]) for i in range(0, len(x), 256)]).double().numpy()
 
 
 def check_judge() -> dict:
@@ -79,23 +67,22 @@ def check_stylegan(n: int = 2000) -> dict:
 
     from .common import STYLEGAN_PATH
     from .judge import load_judge
-    from .metrics import in_domain
+    from .metrics import in_domain, judge_feature_array, judge_fid
     from .refs import REF_SEED
 
     g = load_generator(STYLEGAN_PATH)
     j = load_judge()
     z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(777))
-    src_a = W.to_model(W.reference_images(None, n, REF_SEED))
-    src_b = W.to_model(W.reference_images(None, n, REF_SEED + 1))
-    fa, fb = feats(j, src_a), feats(j, src_b)
-    out = {"fid_source_vs_source": round(fid_of(fa, fb), 4)}
+    fa = judge_feature_array(W.reference_images(None, n, REF_SEED))          # two independent source sets
+    fb = judge_feature_array(W.reference_images(None, n, REF_SEED + 1))
+    out = {"fid_source_vs_source": round(judge_fid(fb, fa), 4)}
     for psi in (1.0, 0.7):
         x = torch.cat([g(z[i:i + 256], truncation=psi, noise_mode="const") for i in range(0, n, 256)]).clamp(-1, 1)
         pred = j.predict(x)
         target = W.attrs_from_z(z)
         out[f"psi{psi}"] = {
             "in_domain": round(in_domain(pred).float().mean().item(), 4),
-            "fid_to_source": round(fid_of(feats(j, x), fa), 4),
+            "fid_to_source": round(judge_fid(judge_feature_array((x + 1) / 2), fa), 4),
             "colour_matches_z": round((pred["colour"] == target.colour).float().mean().item(), 4),
             "mse_to_render": round(torch.nn.functional.mse_loss(x, W.to_model(W.render(target))).item(), 5),
         }

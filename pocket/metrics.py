@@ -58,7 +58,7 @@ def judge_images(x01: torch.Tensor) -> dict[str, torch.Tensor]:
     return _judge().predict(x01 * 2 - 1)
 
 
-def _load(folder: Path) -> torch.Tensor:
+def load_folder(folder: Path) -> torch.Tensor:
     from evaluation.sampling import list_images, load_images
 
     return load_images(list_images(folder))
@@ -95,13 +95,13 @@ def preservation_of(pred_src: dict[str, torch.Tensor], pred_new: dict[str, torch
 
 def prompt_accuracy(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge accuracy of the run's prompt on its samples."""
-    return accuracy_of(judge_images(_load(ctx.samples_dir)), ctx.prompt)
+    return accuracy_of(judge_images(load_folder(ctx.samples_dir)), ctx.prompt)
 
 
 def attribute_preservation(ctx) -> dict[str, float]:
     """extra_metrics plugin: non-prompted attributes kept from G_frozen(w) to G_train(w)."""
-    new = judge_images(_load(ctx.samples_dir))
-    src = judge_images(_load(ctx.source_samples_dir()))
+    new = judge_images(load_folder(ctx.samples_dir))
+    src = judge_images(load_folder(ctx.source_samples_dir()))
     return preservation_of(src, new, ctx.prompt)
 
 
@@ -110,15 +110,18 @@ def in_domain(pred: dict[str, torch.Tensor]) -> torch.Tensor:
     return (pred["shape"] == W.SOURCE_FIXED["shape"]) & (pred["pattern"] == W.SOURCE_FIXED["pattern"])
 
 
-def _fid(f1, f2) -> float:
+def judge_fid(f1, f2) -> float:
+    """FID between two judge-feature arrays (evaluation's clean-fid Frechet distance; f2 is the reference)."""
     import numpy as np
-    from cleanfid.fid import frechet_distance
 
-    return float(max(0.0, frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))))
+    from evaluation.fid import ReferenceStats, fid_from_features
+
+    return fid_from_features(f1, ReferenceStats(f2.mean(axis=0), np.cov(f2, rowvar=False), f2, "judge features"))
 
 
 @torch.no_grad()
-def _features(x01: torch.Tensor):
+def judge_feature_array(x01: torch.Tensor):
+    """The judge's 128-d features of [0,1] images as a float64 numpy array (batches of 256)."""
     j = _judge()
     x = x01 * 2 - 1
     return torch.cat([j.features(x[i:i + 256]) for i in range(0, len(x), 256)]).double().numpy()
@@ -128,7 +131,7 @@ def ground_truth_fid(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge-feature FID to the prompt's ground truth and to the source domain."""
     from .refs import reference_dir
 
-    feats = _features(_load(ctx.samples_dir))
-    target = _features(_load(reference_dir(ctx.prompt)))
-    source = _features(_load(reference_dir(None)))
-    return {"pocket/fid_gt": _fid(feats, target), "pocket/fid_source": _fid(feats, source)}
+    feats = judge_feature_array(load_folder(ctx.samples_dir))
+    target = judge_feature_array(load_folder(reference_dir(ctx.prompt)))
+    source = judge_feature_array(load_folder(reference_dir(None)))
+    return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}

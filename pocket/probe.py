@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from trainables.config_io import set_dotted
+
 from . import world as W
 from .common import CLIP_CONFIG, CLIP_WEIGHTS, SD_DIR, STYLEGAN_PATH, log, record
 
@@ -33,11 +35,7 @@ def base_config(method: str, prompt: str, out: Path, iterations: int, **over) ->
         "output_dir": str(out),
     }
     for key, value in over.items():
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        set_dotted(cfg, key.split("."), value)
     return cfg
 
 

@@ -177,9 +177,8 @@ def encode_pool(n: int = POOL_SIZE, seed: int = 3, vae_dir: Path | None = None, 
 
 # ---- stage 3: UNet + text encoder --------------------------------------------------------------------------
 def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float = 1e-3, out_dir: Path = SD_DIR,
-               pool_path: Path | None = None, vae_dir: Path | None = None, init_from: Path | None = None,
-               record_as: str = "unet"):
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+               pool_path: Path | None = None, vae_dir: Path | None = None):
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     seed_everything(seed)
@@ -188,9 +187,6 @@ def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float
     tok = tokenizer()
     unet = UNet2DConditionModel(**unet_config())
     text = CLIPTextModel(text_config())
-    if init_from is not None:                                 # continue a previous stage's weights
-        unet = UNet2DConditionModel.from_pretrained(init_from, subfolder="unet")
-        text = CLIPTextModel.from_pretrained(init_from, subfolder="text_encoder")
     with torch.no_grad():                                     # rows the world never uses stay zero
         emb = text.get_input_embeddings().weight
         keep = world_vocabulary_ids(tok)
@@ -201,9 +197,7 @@ def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03,
                                                 final_div_factor=20)
-    noise_sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                num_train_timesteps=1000)
-    abar = noise_sched.alphas_cumprod
+    abar = scheduler().alphas_cumprod                         # the saved scheduler's schedule, by construction
     g = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     tok_cache: dict[str, torch.Tensor] = {}
@@ -242,7 +236,7 @@ def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     log("unet", f"saved {out_dir} ({t['seconds']} s)")
-    record(record_as, unet_params=sum(p.numel() for p in unet.parameters()),
+    record("unet", unet_params=sum(p.numel() for p in unet.parameters()),
            text_params=sum(p.numel() for p in text.parameters()), steps=steps, batch=batch_size,
            seconds=t["seconds"], final_loss=loss.item(), lr=lr)
     return pipe

@@ -33,7 +33,11 @@ def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | No
     if parent is None and runs["parent_run_id"].notna().any():    # newest sweep: parent of the newest trial
         parent = runs.dropna(subset=["parent_run_id"]).sort_values("start_time")["parent_run_id"].iloc[-1]
     if parent is not None:
+        sweeps = sorted(runs["parent_run_id"].dropna().unique())
         runs = runs[runs["parent_run_id"] == parent]
+        if runs.empty:
+            raise SystemExit(f"--parent {parent}: no trial runs of experiment {experiment!r} belong to that sweep "
+                             f"run; its sweep runs are: {', '.join(sweeps) or 'none'}")
     runs = runs.copy()
     runs["kind"] = runs["prompt"].map(lambda p: W.lookup(p).kind)
     return runs
@@ -67,16 +71,16 @@ def frozen_baseline(prompts, n: int = 512, seed: int = 0) -> dict[str, tuple[flo
     from trainables.generators import load_generator
 
     from .common import STYLEGAN_PATH
-    from .metrics import _features, _fid, _load, accuracy_of, judge_images
+    from .metrics import accuracy_of, judge_feature_array, judge_fid, judge_images, load_folder
     from .refs import reference_dir
 
     g = load_generator(STYLEGAN_PATH)
     z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         x01 = (g(z, noise_mode="const").clamp(-1, 1) + 1) / 2
-    pred, feats = judge_images(x01), _features(x01)
-    return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"], _fid(feats, _features(_load(reference_dir(p)))))
-            for p in prompts}
+    pred, feats = judge_images(x01), judge_feature_array(x01)
+    return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"],
+                judge_fid(feats, judge_feature_array(load_folder(reference_dir(p))))) for p in prompts}
 
 
 def by_prompt(runs: pd.DataFrame, frozen: dict[str, tuple[float, float]] | None = None) -> str:
