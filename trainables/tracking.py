@@ -400,6 +400,14 @@ class RunTracker:
         with (self.spool_dir / REJECTED_FILE).open("a") as fh:
             fh.write(json.dumps({"error": str(exc)[:2000], "op": op}, default=str) + "\n")
 
+    def last_logged_step(self, key: str) -> int | None:
+        """The highest step MLflow holds for metric `key` in this run (None: no point yet, or no run yet).
+        Call after `flush()`: points still spooled are not counted. Raises if the server cannot be reached."""
+        if self._run_id is None:
+            return None
+        history = _retry(lambda: self.client().get_metric_history(self._run_id, key), what="read metric history")
+        return max((int(m.step) for m in history), default=None)
+
 
 # ----------------------------------------------------------------------------------------------- driver side
 def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str, Any],
