@@ -273,7 +273,8 @@ def _fit(sweep: Sweep, ctx: dict[str, Any], exp_dir: Path, resume: bool):
     from .trial import run_trial
 
     res = sweep.spec.resources
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": res.cpu, "gpu": res.gpu})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                    {"cpu": res.cpu, "gpu": res.gpu, **res.custom})
     if resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:

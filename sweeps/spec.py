@@ -132,6 +132,7 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)      # CPUs per trial (fractional allowed)
     gpu: float = Field(0.0, ge=0)      # GPUs per trial (fractional allowed: 0.5 = two trials per GPU)
+    custom: dict[str, float] = Field(default_factory=dict)  # Ray custom resources per trial, e.g. {pool_a: 1}
 
 
 class GridSearch(_Strict):
