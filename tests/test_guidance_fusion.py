@@ -90,7 +90,7 @@ def _run(guide, w0, x_frozen, t, seed=1, selection=False):
     x = 1.1 * torch.tanh(w)
     rng = torch.Generator().manual_seed(seed)
     fn = guide.selection_backward if selection else guide.backward
-    metrics = fn(x, x_frozen, t=t, rng=rng)
+    metrics = {k: float(v) for k, v in fn(x, x_frozen, t=t, rng=rng).items()}   # metrics are device tensors
     return w.grad.clone(), metrics
 
 

@@ -26,7 +26,7 @@ def _cfg(tiny_models, pocket_eg3d, out, **over):
 def test_eg3d_paper_defaults_fill_only_unset_fields(tiny_models, pocket_eg3d, tmp_path):
     cfg = validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path))
     assert cfg.guidance.grad_scale == 0.01 and cfg.guidance.rescale_noise is True
-    assert cfg.guidance.image_clamp_quantile is None and cfg.reg.lpips.scale == 20.0
+    assert cfg.guidance.image_clamp_quantile is None and cfg.reg.lpips.scale == 2000.0  # x grad_scale: 20 (test_fidelity)
     assert cfg.train.noise_mode == "const"
     explicit = validate_config(_cfg(tiny_models, pocket_eg3d, tmp_path, guidance__grad_scale=0.5))
     assert explicit.guidance.grad_scale == 0.5

@@ -26,11 +26,12 @@ class GeneratorConfig(_Strict):
     checkpoint: str = Field(..., min_length=1)        # .pt (rosinality), .pkl (NVlabs/EG3D) or a state dict
 
 
-# The paper's EG3D run (paper.md, EG3D): every guidance gradient / 100 (LPIPS 2000 / 100), rescaled noise,
-# image clamp off, constant backbone noise (frozen and trained renders must differ only by the weights).
+# The paper's EG3D run (paper.md, EG3D; sd.py `if self.args.EG3D: grad = grad/100.0`, ZSSGAN.py
+# `lpips_loss * 2000 * w ... /100`): every guidance gradient / 100 (grad_scale also multiplies the LPIPS term,
+# so LPIPS is 2000 * 0.01 = 20 x w, applied once), rescaled noise, image clamp off, constant backbone noise
+# (frozen and trained renders must differ only by the weights).
 EG3D_DEFAULTS = {
     "guidance": {"grad_scale": 0.01, "rescale_noise": True, "image_clamp_quantile": None},
-    "reg": {"lpips": {"scale": 20.0}},
     "train": {"noise_mode": "const"},
 }
 
@@ -83,6 +84,10 @@ class NadaConfig(_Strict):
         default_factory=lambda: [ClipModelRef(name="ViT-B-32"), ClipModelRef(name="ViT-B-16")], min_length=1
     )
     templates: Literal["imagenet", "none"] = "imagenet"  # 79 ImageNet templates (open_clip ships them)
+    # generator output resized (bilinear) to this side and clamped to [-1, 1] before CLIP's own preprocessing;
+    # None = the raw output (StyleGAN-NADA's code). The Fusion authors' NADA run resizes to 512 (their
+    # SG2Generator.forward), see docs/fidelity.md.
+    image_size: int | None = Field(None, ge=8)
     precision: Precision = "fp32"
 
 
@@ -108,10 +113,22 @@ class RegularizerConfig(_Strict):
 
 
 class LayerSelectionConfig(_Strict):
+    """Adaptive layer selection (NADA's `determine_opt_layers`, used by both methods in the Fusion code).
+
+    Layers are ranked on a FRESH z batch of `batch_size` (the authors' `auto_layer_batch`), mapped without
+    truncation and rendered with `noise_mode` noise, not on the step's own latents.
+    """
+
     k: int = Field(0, ge=0)             # 0 = off: train the method's fixed trainable set
-    iterations: int = Field(1, ge=1)    # W+ SGD steps used to rank layers
+    iterations: int = Field(1, ge=1)    # W+ SGD steps used to rank layers (auto_layer_iters)
     lr: float = Field(0.01, gt=0)       # W+ SGD learning rate
-    batch_size: int | None = Field(None, ge=1)  # latents for selection; None = train.batch_size
+    batch_size: int = Field(1, ge=1)    # fresh latents drawn for the ranking (auto_layer_batch; paper runs: 1)
+    truncation: float = Field(1.0, gt=0, le=1)            # of the ranking latents (the authors': none)
+    noise_mode: Literal["random", "const"] = "random"     # of the ranking renders (the authors': random)
+    # Unselected synthesis parameters: 'zero_grad' = the authors' code (torch 1.x zero_grad leaves zero
+    # tensors, so Adam steps every synthesis parameter each iteration: its step count rises and its second
+    # moment decays while the layer is not chosen); 'no_grad' = no gradient, Adam state untouched.
+    unselected: Literal["zero_grad", "no_grad"] = "zero_grad"
 
 
 class OptimConfig(_Strict):
@@ -124,7 +141,10 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     iterations: int = Field(1001, ge=1)
     batch_size: int = Field(1, ge=1)
-    noise_mode: Literal["random", "const"] = "random"   # per-layer noise of both generators
+    # per-layer noise of both generators: 'const' = their fixed noise buffers (the authors' training forward,
+    # randomize_noise=False, and what evaluation renders); 'random' = one fresh draw per step, SHARED by the
+    # frozen and the trained render so the regularizers see only the weights' difference
+    noise_mode: Literal["random", "const"] = "const"
     truncation: float = Field(1.0, gt=0, le=1)          # truncation of training latents
     sample_every: int = Field(100, ge=0)                 # sample grid interval (0 = only final)
     sample_count: int = Field(8, ge=1)                   # fixed z in every grid

@@ -3,9 +3,11 @@
     G_frozen(w) --.                         .-- guidance.backward injects d(critic)/dx into x_train
     z -> w -> W+ -+-> G_train(w) = x_train -'    Adam(betas (0, 0.99**0.8)) steps the trainable set
 Per iteration: one z batch, one timestep t (shared by SDS, regularizers and layer selection), optional
-layer selection, one guidance backward, one optimiser step. Every random draw comes from seeded
-generators whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for bit
-on CPU.
+layer selection (on its own fresh z batch, as the authors' `determine_opt_layers`), one guidance backward,
+one optimiser step. Both generators render with the same per-layer noise (their fixed buffers by default,
+the authors' `randomize_noise=False`; or one shared fresh draw per step). Every random draw comes from
+seeded generators whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for
+bit on CPU. Guidance metrics stay tensors inside the step; they are read (one host sync) when delivered.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .config import AdaptConfig
 from .config_io import dump_config
 from .generator_kinds import generator_kind
 from .grids import save_rows
-from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable
+from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names
 
 KEEP_CHECKPOINTS = 2
 
@@ -53,8 +55,12 @@ def build_guidance(cfg: AdaptConfig, device: torch.device):
 
 
 def _check_finite(g: torch.nn.Module, step: int, t: int, metrics: dict[str, float], output_dir: Path) -> None:
-    bad = [n for n, p in g.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    grads = [(n, p.grad) for n, p in g.named_parameters() if p.grad is not None]
+    if not grads or bool(torch.stack([torch.isfinite(gr).all() for _, gr in grads]).all()):   # one host sync
+        return
+    bad = [n for n, gr in grads if not torch.isfinite(gr).all()]
     if bad:
+        metrics = _to_floats(metrics)
         shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         raise NonFiniteGradientError(
             f"step {step}: non-finite gradient in {shown} (t={t}; step metrics {metrics}). Nothing was saved "
@@ -63,9 +69,38 @@ def _check_finite(g: torch.nn.Module, step: int, t: int, metrics: dict[str, floa
         )
 
 
-def _grad_norm(g: torch.nn.Module) -> float:
+def _grad_norm(g: torch.nn.Module) -> torch.Tensor:
     norms = [p.grad.detach().float().norm() for p in g.parameters() if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
+    return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+def _to_floats(metrics: dict) -> dict[str, float]:
+    """The step's metrics as Python floats: the one place a step's values are read back to the host."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
+class _StepNoise:
+    """Per-layer generator noise for one step's renders.
+
+    'const': the generators' fixed noise buffers (no generator needed). 'random': one seed drawn per step
+    from the loop's noise stream; every `generator()` call returns a fresh torch.Generator on that seed, so
+    the frozen and the trained render of a step see the SAME noise maps.
+    """
+
+    def __init__(self, mode: str, noise_rng: torch.Generator, device: torch.device):
+        self.mode, self.device = mode, device
+        self.seed = int(torch.randint(0, 2**62, (1,), generator=noise_rng)) if mode == "random" else None
+
+    def generator(self) -> torch.Generator | None:
+        return None if self.seed is None else torch.Generator(device=self.device).manual_seed(self.seed)
+
+
+def _zero_unselected_grads(g: torch.nn.Module, names: set[str]) -> None:
+    """The authors' Adam semantics under layer selection: every synthesis parameter without a gradient gets
+    a zero one, so Adam steps it (step count +1, second moment decays, value unchanged)."""
+    for name, p in g.named_parameters():
+        if p.grad is None and name in names:
+            p.grad = torch.zeros_like(p)
 
 
 class _Sampler:
@@ -96,8 +131,8 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     cbs = CallbackList([JsonlMetrics(out / "metrics.jsonl"), *callbacks])
 
     torch.manual_seed(cfg.seed)
-    rng = torch.Generator().manual_seed(cfg.seed)                     # z, t, SDS noise
-    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # per-layer generator noise
+    rng = torch.Generator().manual_seed(cfg.seed)                     # z, t, SDS noise, selection latents
+    noise_rng = torch.Generator().manual_seed(cfg.seed + 1)           # per-step seeds of per-layer noise
 
     kind = generator_kind(cfg.generator.kind)
     g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
@@ -113,12 +148,12 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
         set_trainable(g_train, set(state["requires_grad"]))
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(rng, state["rng"])
-        noise_rng.set_state(state["extra"]["noise_rng"].to(noise_rng.get_state().device))
+        noise_rng.set_state(state["extra"]["noise_rng"].cpu())
         start = int(state["step"])
 
     guide = guidance if guidance is not None else build_guidance(cfg, device)
     sampler = _Sampler(cfg, kind, g_frozen, device)
-    noise_mode = cfg.train.noise_mode
+    selection_names = synthesis_names(g_train) if cfg.layers.k > 0 and cfg.layers.unselected == "zero_grad" else set()
     cbs.on_start(start, cfg)
 
     metrics: dict[str, float] = {}
@@ -127,27 +162,35 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     for step in bar:
         tic = time.perf_counter()
         inputs = kind.step_inputs(g_frozen, cfg.train.batch_size, rng, cfg.train.truncation, device)
+        noise = _StepNoise(cfg.train.noise_mode, noise_rng, device)
         with torch.no_grad():
-            x_frozen = kind.render(g_frozen, inputs, noise_mode, noise_rng)
+            x_frozen = kind.render(g_frozen, inputs, noise.mode, noise.generator())
         t = int(guide.sample_timestep(rng))
 
         if cfg.layers.k > 0:
-            set_trainable(g_train, set())  # selection moves W+ only; no generator gradients are needed
+            # the authors' determine_opt_layers: a fresh z batch, its own noise, SDS alone (Fusion) or the
+            # global CLIP loss (NADA) at this step's t; only W+ moves, so no generator gradients are needed
+            set_trainable(g_train, set())
+            sel_inputs = kind.step_inputs(g_frozen, cfg.layers.batch_size, rng, cfg.layers.truncation, device)
+            sel_noise = _StepNoise(cfg.layers.noise_mode, noise_rng, device).generator()  # advances per render
             chosen, movement = rank_wplus_layers(
-                kind.wplus(inputs),
-                render=lambda codes: kind.render(g_train, kind.with_wplus(inputs, codes), noise_mode, noise_rng),
-                selection_backward=lambda x: guide.selection_backward(x, x_frozen, t=t, rng=rng),
+                kind.wplus(sel_inputs),
+                render=lambda codes: kind.render(g_train, kind.with_wplus(sel_inputs, codes), cfg.layers.noise_mode,
+                                                 sel_noise),
+                selection_backward=lambda x: guide.selection_backward(x, None, t=t, rng=rng),
                 k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr,
             )
             set_trainable(g_train, names_for_layers(g_train, chosen, cfg.optim.freeze_bias))
 
-        x_train = kind.render(g_train, inputs, noise_mode, noise_rng)
+        x_train = kind.render(g_train, inputs, noise.mode, noise.generator())
         metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=rng))
         _check_finite(g_train, step, t, metrics, out)
         metrics["train/grad_norm"] = _grad_norm(g_train)
+        _zero_unselected_grads(g_train, selection_names)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+        metrics = _to_floats(metrics)
         step_s = time.perf_counter() - tic
         metrics.update({"train/t": float(t), "perf/step_s": step_s, "perf/it_per_s": 1.0 / max(step_s, 1e-9)})
         if cfg.layers.k > 0:

@@ -12,15 +12,23 @@ from typing import Callable
 
 import torch
 
-from .generators.groups import fusion_trainable_names, nada_training_layers, names_of_layers, set_trainable, wplus_index_layers
+from .generators.groups import (fusion_trainable_names, nada_training_layers, names_of_layers, parameter_groups,
+                                set_trainable, wplus_index_layers)
 
-__all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable"]
+__all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable", "synthesis_names"]
 
 
 def base_trainable_names(g: torch.nn.Module, method: str, freeze_bias: bool) -> set[str]:
     if method == "fusion":
         return set(fusion_trainable_names(g, freeze_bias=freeze_bias))
     return set(names_of_layers(g, nada_training_layers(g), freeze_bias=freeze_bias))
+
+
+def synthesis_names(g: torch.nn.Module) -> set[str]:
+    """Every parameter outside the mapping network: what the authors' layer selection unfreezes (and so
+    leaves with a gradient tensor) before choosing the layers to train."""
+    mapping = set(parameter_groups(g)["mapping"])
+    return {n for n, _ in g.named_parameters() if n not in mapping}
 
 
 def names_for_layers(g: torch.nn.Module, layer_indices: list[int], freeze_bias: bool) -> set[str]:

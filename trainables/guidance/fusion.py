@@ -12,7 +12,8 @@ Equations (docs/engine.md numbers them; ../shared/paper.md "Score distillation" 
     (8) LPIPS: d/dx [LPIPS(x_frozen, x_train) * scale * weight * grad_scale]
 Nothing is minimised through the UNet: gradients (4)-(7) are injected with `inject_gradient`, the one
 place where this module calls `.backward`. The logged "loss/sds_mse" is mean((eps_hat - eps)^2): an
-honest diagnostic, not the objective whose gradient is applied.
+honest diagnostic, not the objective whose gradient is applied. Metrics are detached 0-dim tensors on the
+device: nothing in a step reads a value back to the host (the loop does, when it delivers them).
 
 Two engines, one meaning (docs/engine.md):
     reference  the paper code's pass structure in fp32: separate VAE encodes (SDS, image-clamp re-encode,
@@ -78,27 +79,27 @@ def quantile_clamp(g: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def sds_latent_grad(eps_hat: torch.Tensor, eps: torch.Tensor, w: torch.Tensor, clamp: float | None,
-                    grad_scale: float = 1.0, rescale: bool = False) -> tuple[torch.Tensor, float]:
+                    grad_scale: float = 1.0, rescale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (4) -> (grad_z, mean((eps_hat - eps)^2)). grad_scale acts before the clamp, as the paper's EG3D /100."""
     if rescale:
         eps_hat, eps = rescale_noise(eps_hat), rescale_noise(eps)
     diff = eps_hat - eps
-    return clamp_latent_grad(w * diff * grad_scale, clamp), float(diff.pow(2).mean())
+    return clamp_latent_grad(w * diff * grad_scale, clamp), diff.pow(2).mean().detach()
 
 
 def directional_latent_grad(eps_hat_train: torch.Tensor, eps_hat_frozen: torch.Tensor, a: torch.Tensor,
                             weight: float, clamp: float | None, grad_scale: float = 1.0,
-                            rescale: bool = False) -> tuple[torch.Tensor, float]:
+                            rescale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (6) -> (grad at z_train, mean(diff^2))."""
     if rescale:
         eps_hat_train, eps_hat_frozen = rescale_noise(eps_hat_train), rescale_noise(eps_hat_frozen)
     diff = eps_hat_train - eps_hat_frozen
-    return clamp_latent_grad((1.0 - a) * diff * weight * grad_scale, clamp), float(diff.pow(2).mean())
+    return clamp_latent_grad((1.0 - a) * diff * weight * grad_scale, clamp), diff.pow(2).mean().detach()
 
 
 def reconstruction_latent_grad(e: torch.Tensor, z_t: torch.Tensor, z_frozen: torch.Tensor, a: torch.Tensor,
                                weight: float, clamp: float | None,
-                               grad_scale: float = 1.0) -> tuple[torch.Tensor, float, float]:
+                               grad_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. (7) -> (grad at z_train, mean(diff^2), MSE(x0_hat, z_frozen))."""
     e = e.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -106,8 +107,8 @@ def reconstruction_latent_grad(e: torch.Tensor, z_t: torch.Tensor, z_frozen: tor
         mse = torch.nn.functional.mse_loss(x0, z_frozen.detach())
         (g_e,) = torch.autograd.grad(mse, e)
     diff = rescale_noise(e.detach()) - rescale_noise(g_e)
-    return (clamp_latent_grad((1.0 - a) * diff * weight * grad_scale, clamp), float(diff.pow(2).mean()),
-            float(mse.detach()))
+    return (clamp_latent_grad((1.0 - a) * diff * weight * grad_scale, clamp), diff.pow(2).mean().detach(),
+            mse.detach())
 
 
 # ------------------------------------------------------------------ the guidance object
@@ -168,11 +169,11 @@ class FusionGuidance:
         return int(torch.randint(self.cfg.t_min, self.cfg.t_max + 1, (1,), generator=rng, device=dev).item())
 
     def backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor, t: int,
-                 rng: torch.Generator | None = None) -> dict[str, float]:
+                 rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         return self._step(x_train, x_frozen, int(t), rng, sds_only=False)
 
     def selection_backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor | None, t: int,
-                           rng: torch.Generator | None = None) -> dict[str, float]:
+                           rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The SDS gradient alone (with the image clamp), as the paper's layer selection uses it."""
         return self._step(x_train, x_frozen, int(t), rng, sds_only=True)
 
@@ -189,11 +190,16 @@ class FusionGuidance:
     def uses_lpips(self) -> bool:
         return self.reg.lpips.weight > 0
 
+    @property
+    def lpips_factor(self) -> float:
+        """What multiplies LPIPS in the objective: scale (2000) x weight x grad_scale (EG3D: 0.01 -> 20 x weight)."""
+        return self.reg.lpips.scale * self.reg.lpips.weight * self.cfg.grad_scale
+
     def _noise(self, shape: torch.Size, rng: torch.Generator | None) -> torch.Tensor:
         dev = rng.device if rng is not None else self.device
         return torch.randn(shape, generator=rng, device=dev, dtype=torch.float32).to(self.device)
 
-    def _step(self, x_train, x_frozen, t, rng, sds_only):
+    def _step(self, x_train, x_frozen, t, rng, sds_only) -> dict[str, torch.Tensor]:
         if self._cond is None:
             raise RuntimeError("call prepare(prompt, source_prompt) before backward()")
         if not x_train.requires_grad:
@@ -210,7 +216,7 @@ class FusionGuidance:
         fn = self._step_reference if self.engine == "reference" else self._step_fast
         metrics = fn(x_train, x_frozen, t, rng, do_reg, do_lpips)
         a = self.model.alpha_bar(t)
-        metrics.update({"sds/t": float(t), "sds/w": float(sds_weight(a, self.cfg.weighting))})
+        metrics.update({"sds/t": torch.tensor(float(t)), "sds/w": sds_weight(a, self.cfg.weighting).detach()})
         return metrics
 
     def _sds(self, eps_hat, eps, t, metrics):
@@ -218,9 +224,9 @@ class FusionGuidance:
         g, mse = sds_latent_grad(eps_hat, eps, sds_weight(a, self.cfg.weighting), self.cfg.latent_grad_clamp,
                                  self.cfg.grad_scale, self.cfg.rescale_noise)
         metrics["loss/sds_mse"] = mse
-        metrics["sds/grad_norm"] = float(g.norm())
+        metrics["sds/grad_norm"] = g.norm().detach()
         if self.cfg.latent_grad_clamp is not None:
-            metrics["sds/clamp_frac"] = float((g.abs() >= self.cfg.latent_grad_clamp).float().mean())
+            metrics["sds/clamp_frac"] = (g.abs() >= self.cfg.latent_grad_clamp).float().mean()
         return g
 
     def _reg_grads(self, t, z_t_train, eps_hat_train, eps_hat_frozen, z_frozen, metrics):
@@ -232,7 +238,7 @@ class FusionGuidance:
                                              self.cfg.latent_grad_clamp, self.cfg.grad_scale,
                                              self.reg.directional.rescale)
             metrics["loss/directional_mse"] = mse
-            metrics["reg/directional_grad_norm"] = float(g.norm())
+            metrics["reg/directional_grad_norm"] = g.norm().detach()
             total = total + g
         if self.uses_reconstruction:
             g, dmse, x0mse = reconstruction_latent_grad(eps_hat_train, z_t_train, z_frozen, a,
@@ -240,15 +246,15 @@ class FusionGuidance:
                                                        self.cfg.latent_grad_clamp, self.cfg.grad_scale)
             metrics["loss/reconstruction_diff_mse"] = dmse
             metrics["loss/reconstruction_x0_mse"] = x0mse
-            metrics["reg/reconstruction_grad_norm"] = float(g.norm())
+            metrics["reg/reconstruction_grad_norm"] = g.norm().detach()
             total = total + g
         return total
 
     def _lpips_loss(self, x_frozen_img, x_img, metrics):
         raw = self._lpips(x_frozen_img, x_img).mean()
-        metrics["loss/lpips"] = float(raw.detach())
-        scaled = raw * (self.reg.lpips.scale * self.reg.lpips.weight * self.cfg.grad_scale)
-        metrics["reg/lpips_scaled"] = float(scaled.detach())
+        metrics["loss/lpips"] = raw.detach()
+        scaled = raw * self.lpips_factor   # eq. (8): LPIPS * 2000 * weight (* grad_scale: EG3D's / 100, once)
+        metrics["reg/lpips_scaled"] = scaled.detach()
         return scaled
 
     # reference: the paper code's passes (sd.py train_step / train_directionalLoss_step, ZSSGAN guidance)
@@ -267,7 +273,7 @@ class FusionGuidance:
                 z_var = m.encode(x_var)                                  # encode #2 (clamp pull-back)
                 (g_x,) = torch.autograd.grad(z_var, x_var, g_z)
             g_x = quantile_clamp(g_x, self.cfg.image_clamp_quantile)
-            metrics["sds/image_grad_norm"] = float(g_x.norm())
+            metrics["sds/image_grad_norm"] = g_x.norm().detach()
             inject_gradient(x, g_x, retain_graph=later)
         else:
             inject_gradient(z, g_z, retain_graph=later)
@@ -276,17 +282,16 @@ class FusionGuidance:
             z_c, z_o = m.encode(x), m.encode(xf)                         # encodes #3, #4
             eps2 = self._noise(z.shape, rng)                             # the regularizer's own new eps
             zt_c = m.add_noise(z_c.detach(), eps2, t)
-            e_c = e_o = None
-            if self.uses_directional:
-                e_c = m.predict_eps(zt_c, t, self._cond, self._uncond, s)                # UNet call
+            e_o = None
+            if self.uses_directional:   # sd.py train_directionalLoss_step, Directional_loss == 1
+                e_c = m.predict_eps(zt_c, t, self._cond, self._uncond, s)                # UNet call [U; C]
                 e_o = m.predict_eps(m.add_noise(z_o.detach(), eps2, t), t, self._cond, self._uncond, s)
-            if self.uses_reconstruction:
+            else:                       # Directional_loss == 2: separate uncond and cond calls
                 n = zt_c.shape[0]
                 e_u = m.unet_eps(zt_c, t, self._uncond.expand(n, -1, -1))                 # UNet call
                 e_k = m.unet_eps(zt_c, t, self._cond.expand(n, -1, -1))                   # UNet call
-                e_rec = e_u + s * (e_k - e_u)
-                if e_c is None:
-                    e_c = e_rec
+                e_c = e_u + s * (e_k - e_u)
+            # both regularizers read the same CFG prediction at zt_c: computed once, never discarded
             g_reg = self._reg_grads(t, zt_c, e_c, e_o, z_o, metrics)
             inject_gradient(z_c, g_reg, retain_graph=do_lpips)
         if do_lpips:                                                     # eq. (8)
@@ -323,7 +328,7 @@ class FusionGuidance:
         if self.cfg.image_clamp_quantile is not None:
             (g_x,) = torch.autograd.grad(z, x, g_z, retain_graph=do_reg)
             g_x = quantile_clamp(g_x, self.cfg.image_clamp_quantile)
-            metrics["sds/image_grad_norm"] = float(g_x.norm())
+            metrics["sds/image_grad_norm"] = g_x.norm().detach()
             if do_reg:
                 g_x = g_x + torch.autograd.grad(z, x, g_reg)[0]
         else:
