@@ -5,7 +5,8 @@
     (11) L_dir = sum_k weight_k * mean_batch (1 - cos(dI_k, dT_k))          over CLIP models k
     (12) L_global = sum_k weight_k * mean_batch (1 - cos(normalise(E_img(G_train(w))), normalise(E_txt(target))))
 Images go through NADA's differentiable preprocessing ([-1,1] -> [0,1], CLIP resize, centre crop,
-normalise). L is a real scalar loss; it is backpropagated through `inject_gradient` like every other
+normalise), after an optional bilinear resize to `nada.image_size` and a clamp to [-1, 1] (the Fusion
+authors' generator wrapper does this at 512 before CLIP sees an image; StyleGAN-NADA's own code does not). L is a real scalar loss; it is backpropagated through `inject_gradient` like every other
 guidance gradient. Templates: NADA's 79 ImageNet templates = open_clip's OpenAI list without
 'a photo of many {}.'.
 """
@@ -87,8 +88,16 @@ class NadaGuidance:
     def sample_timestep(self, rng: torch.Generator | None = None) -> int:
         return 0   # CLIP guidance has no timestep
 
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Generator output -> what CLIP's preprocessing receives: resized to nada.image_size and clamped, or as is."""
+        images = images.to(self.device)
+        if self.cfg.image_size is None:
+            return images
+        size = (self.cfg.image_size, self.cfg.image_size)
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False).clamp(-1, 1)
+
     def image_features(self, clip: LoadedClip, images: torch.Tensor) -> torch.Tensor:
-        return _normalise(clip.encode_image(images.to(self.device)).float())
+        return _normalise(clip.encode_image(self.prepare_images(images)).float())
 
     def directional_losses(self, x_train: torch.Tensor, x_frozen: torch.Tensor) -> list[torch.Tensor]:
         """Per-model 1 - cos(dI, dT), batch-mean (eqs. 10-11), unweighted, differentiable in x_train."""
