@@ -1,4 +1,4 @@
-"""`python -m trainables adapt --config FILE.yaml [--set key=value ...] [--resume auto|DIR]`."""
+"""`python -m trainables adapt --config FILE.yaml [--set key=value ...] [--resume auto|force|DIR]`."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--config", required=True, help="YAML adaptation config (fields: trainables/config.py)")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field by dotted path, e.g. --set guidance.cfg_scale=7.5 (repeatable)")
-    a.add_argument("--resume", default=None, metavar="auto|DIR",
-                   help="continue from a checkpoint dir, or 'auto' for the newest one in output_dir/checkpoints")
+    a.add_argument("--resume", default=None, metavar="auto|force|DIR",
+                   help="continue from a checkpoint dir, or 'auto' for the newest one in output_dir/checkpoints; "
+                        "a checkpoint trained under a different config is refused (fields listed) unless 'force' "
+                        "(the newest one, config change accepted)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--print-config", action="store_true", help="print the validated config and exit")
     return p
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         return 0
 
-    from .checkpointing import latest_checkpoint
+    from .checkpointing import ConfigChangedError, ForcedResume, latest_checkpoint
     from .loop import adapt
     from .preflight import MissingModelsError, check_models
 
@@ -46,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     resume = args.resume
-    if resume == "auto":
-        resume = latest_checkpoint(Path(cfg.output_dir))
-        print(f"resuming from {resume}" if resume else "no checkpoint found; starting from step 0", file=sys.stderr)
-    result = adapt(cfg, resume_from=resume, progress=not args.quiet)
+    if resume in ("auto", "force"):
+        found = latest_checkpoint(Path(cfg.output_dir))
+        print(f"resuming from {found}" if found else "no checkpoint found; starting from step 0", file=sys.stderr)
+        resume = ForcedResume(found) if found and args.resume == "force" else found
+    try:
+        result = adapt(cfg, resume_from=resume, progress=not args.quiet)
+    except ConfigChangedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"adapted generator: {result.generator_path}")
     print(f"final grid (top: source, bottom: adapted): {result.final_grid_path}")
     print(f"step metrics: {result.output_dir / 'metrics.jsonl'}")

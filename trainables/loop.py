@@ -143,7 +143,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
 
     start = 0
     if resume_from is not None:
-        state = load_train_state(Path(resume_from))
+        state = load_train_state(resume_from, config=cfg)   # refuses a changed config unless forced
         g_train.load_state_dict(state["generator"])
         set_trainable(g_train, set(state["requires_grad"]))
         optimizer.load_state_dict(state["optimizer"])
@@ -205,7 +205,8 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
             cbs.on_samples(done, sampler.grid(g_train, out / "samples" / f"step_{done:06d}.png"))
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.iterations:
             ckpt = save_train_state(out / "checkpoints" / f"step_{done:06d}", step=done, generator=g_train,
-                                    optimizer=optimizer, rng=rng, extra={"noise_rng": noise_rng.get_state()})
+                                    optimizer=optimizer, rng=rng, extra={"noise_rng": noise_rng.get_state()},
+                                    config=cfg)
             _prune_checkpoints(out / "checkpoints")
             cbs.on_checkpoint(done, ckpt)
     bar.close()
