@@ -7,6 +7,8 @@ reference value and leave room for fp32 arithmetic on any BLAS path.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,9 +21,11 @@ from trainables.guidance.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
 from trainables.loop import adapt
 from trainables.testing import build_tiny_sd
+from sweeps.spec import load_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+REPO = Path(__file__).resolve().parents[1]
 B, SIZE, IMG = 2, 24, 16
 PROMPT = "a red square"
 REL = 2e-4       # fp32 engine vs float64 reference, relative to max |reference| (measured spread ~1e-6)
@@ -351,3 +355,30 @@ def test_nada_image_size_resizes_and_clamps(tiny_models):
         with torch.no_grad():
             ref = clip.encode_image(shown).float()
         torch.testing.assert_close(got.detach(), ref / ref.norm(dim=-1, keepdim=True), rtol=1e-5, atol=1e-6)
+
+
+# ---- the paper sweep files carry the authors' runs (docs/fidelity.md, table 1) ---------------------------
+def _configs(name):
+    return [t.config for t in load_sweep(REPO / "sweeps/paper" / name).trials]
+
+
+
+def test_paper_sweeps_use_the_authors_runs(monkeypatch):
+    monkeypatch.setenv("MODELS_DIR", "/nonexistent-models")   # references are not resolved by load_sweep
+    (nada,) = _configs("nada_ffhq_long_prompt.yaml")          # run_face.sh, StyleGAN-NADA
+    assert (nada.method, nada.train.iterations, nada.train.batch_size, nada.layers.k) == ("nada", 2001, 1, 0)
+    assert not nada.optim.freeze_bias and nada.nada.image_size == 512 and nada.learning_rate == pytest.approx(0.0016)
+    assert [m.name for m in nada.nada.clip_models] == ["ViT-B-32", "ViT-B-16"] and nada.nada.templates == "imagenet"
+    (readme,) = _configs("nada_readme_ffhq_long_prompt.yaml")  # StyleGAN-NADA README
+    assert (readme.train.iterations, readme.train.batch_size, readme.layers.k, readme.layers.batch_size) == (301, 2, 18, 8)
+    for cfg in _configs("ffhq_long_prompt.yaml") + _configs("ffhq_layer_selection.yaml"):
+        assert cfg.train.noise_mode == "const" and cfg.train.batch_size == 1 and cfg.optim.freeze_bias
+        assert cfg.learning_rate == pytest.approx(0.0008) and cfg.guidance.cfg_scale == 100
+    for cfg in _configs("ffhq_layer_selection.yaml"):           # --auto_layer_iters 1 --auto_layer_batch 1
+        assert (cfg.layers.iterations, cfg.layers.batch_size, cfg.layers.lr) == (1, 1, 0.01)
+        assert cfg.layers.noise_mode == "random" and cfg.layers.unselected == "zero_grad"
+    (eg3d,) = _configs("eg3d.yaml")                              # run_face.sh, StyleGAN-Fusion (EG3D)
+    g = eg3d.guidance
+    assert (eg3d.train.iterations, g.grad_scale, g.rescale_noise, g.image_clamp_quantile) == (5001, 0.01, True, None)
+    assert (eg3d.reg.directional.weight, eg3d.reg.directional.rescale) == (0.5, True)
+    assert eg3d.reg.lpips.scale * eg3d.reg.lpips.weight * g.grad_scale == pytest.approx(20.0)
