@@ -95,7 +95,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         ctx["tracking_uri"], ctx["experiment"], spool_dir=trial_dir / "mlflow_spool",
         run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.get("parent_run_id"), run_name=trial_name,
         tags=trial_tags(cfg, trial_id, trial_name, index, ctx.get("git_commit", "unknown")),
-    ).start()
+    )
+    # a run id before start(): this attempt continues a run an earlier attempt logged into (even one killed
+    # before its first checkpoint), so replayed steps must be checked against MLflow (exactly once)
+    continues_run = tracker.run_id is not None
+    tracker.start()
     resumed = restored.resume_from is not None
     tracker.set_tags({"sweep.attempts": int(restored.state.get("attempt", 0)) + 1,
                       "sweep.resumed_from_step": int(restored.state.get("step", 0))})
@@ -117,7 +121,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     attempt = int(restored.state.get("attempt", 0)) + 1
     report = TuneReportCallback(state=lambda: {"mlflow_run_id": tracker.run_id, "attempt": attempt},
                                 staging_dir=trial_dir)
-    callbacks = [TrackingCallback(tracker, ctx.get("log_generator_max_mb", 256.0)), report]
+    callbacks = [TrackingCallback(tracker, ctx.get("log_generator_max_mb", 256.0), continues_run=continues_run),
+                 report]
     adapt = import_entrypoint(ctx.get("entrypoint", "trainables.loop:adapt"))
     try:
         result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)

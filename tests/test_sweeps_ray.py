@@ -1,7 +1,8 @@
 """The sweep launcher on an embedded Ray (real Ray Tune, real MLflow server, real processes):
 
-- a trial whose worker is SIGKILLed mid-run is retried from its checkpoint and ends at the configured step;
-  its MLflow child run continues (one run, every step once); concurrent trials share the default store;
+- a trial whose worker is SIGKILLed mid-run (after logging a step its checkpoint does not cover) is retried
+  from its checkpoint and ends at the configured step; its MLflow child run continues (one run, every step
+  exactly once: the replayed step is dropped); concurrent trials share the default store;
 - an interrupted driver resumes with --resume without rerunning finished trials;
 - the MLflow server stopped mid-trial and restarted: no metric is lost.
 
@@ -33,7 +34,8 @@ def fake_adapt(cfg, callbacks=(), resume_from=None):
     """adapt()'s contract: callbacks on_start/on_step/on_samples/on_checkpoint/on_end, resumable checkpoints.
 
     Test controls (environment): FAKE_STEP_DELAY seconds per step; FAKE_KILL_AT=N kills trial_000's worker
-    process (SIGKILL) once when it reaches step N; FAKE_PAUSE_AT=N + FAKE_PAUSE_DIR make trial_000 write
+    process (SIGKILL) once right after step N's metrics went to the callbacks (N not a checkpoint step: the
+    retry replays it, and MLflow must still hold it once); FAKE_PAUSE_AT=N + FAKE_PAUSE_DIR make trial_000 write
     PAUSE_DIR/reached at step N and wait for PAUSE_DIR/go.
     """
     from trainables.callbacks import AdaptResult, CallbackList
@@ -50,9 +52,6 @@ def fake_adapt(cfg, callbacks=(), resume_from=None):
     metrics = {}
     for step in range(start + 1, cfg.train.iterations + 1):
         time.sleep(delay)
-        if first and os.environ.get("FAKE_KILL_AT") == str(step) and not (out / "killed").exists():
-            (out / "killed").write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
         if first and os.environ.get("FAKE_PAUSE_AT") == str(step):
             pause = Path(os.environ["FAKE_PAUSE_DIR"])
             (pause / "reached").touch()
@@ -60,6 +59,9 @@ def fake_adapt(cfg, callbacks=(), resume_from=None):
                 time.sleep(0.1)
         metrics = {"loss/fake": 1.0 / step, "perf/it_per_s": 1.0 / max(delay, 1e-3), "train/grad_norm": float(step)}
         cbs.on_step(step, metrics)
+        if first and os.environ.get("FAKE_KILL_AT") == str(step) and not (out / "killed").exists():
+            (out / "killed").write_text(str(os.getpid()))   # after step N was logged: the retry replays it
+            os.kill(os.getpid(), signal.SIGKILL)
         if cfg.train.sample_every and step % cfg.train.sample_every == 0 and step < cfg.train.iterations:
             grid = out / "samples" / f"step_{step:06d}.png"
             grid.write_bytes(b"\x89PNG\r\n\x1a\n stand-in")

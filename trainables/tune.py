@@ -12,6 +12,7 @@ inside a Tune function fails the trial (docs/../shared/environment.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .callbacks import AdaptResult, Callback
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "sweep_trial.json"   # written into every Tune checkpoint beside the loop's train_state.pt
 
@@ -129,16 +132,61 @@ class TuneReportCallback(Callback):
 
 
 class TrackingCallback(Callback):
-    """Loop -> MLflow: step metrics, sample grids, and the adapted generator at the end."""
+    """Loop -> MLflow: step metrics, sample grids, and the adapted generator at the end.
 
-    def __init__(self, tracker: Any, log_generator_max_mb: float = 256.0):
+    Exactly once across kills: a run that continues (the loop resumed from a checkpoint, or `continues_run`:
+    a retried trial reopened an MLflow run that already has points) replays the steps between its checkpoint
+    and the moment it died. At the first step it is given, the callback drains the tracker's spool, asks
+    MLflow for the highest step recorded for that step's metrics (one step's metrics travel in one batch, so
+    their highest steps agree) and drops every step up to it, and the sample grids MLflow already holds for
+    those steps. Resume is bitwise, so the dropped points are exact duplicates.
+    """
+
+    def __init__(self, tracker: Any, log_generator_max_mb: float = 256.0, continues_run: bool = False,
+                 resume_timeout_s: float = 120.0):
         self.tracker = tracker
         self.log_generator_max_mb = log_generator_max_mb
+        self.continues_run = continues_run
+        self.resume_timeout_s = resume_timeout_s   # how long a continuing run waits for its spool to drain
+        self.delivered_step: int | None = None     # steps <= this are in MLflow already (known after 1st step)
+        self.dropped_steps = 0
+        self._logged_samples: set[str] = set()
+
+    def on_start(self, step: int, config: Any) -> None:
+        if step > 0:
+            self.continues_run = True
+
+    def _find_delivered_step(self, keys: list[str]) -> int:
+        """max over `keys` of the highest step MLflow holds, after the spool is drained (0: none)."""
+        if not self.continues_run:
+            return 0
+        drained = self.tracker.flush(self.resume_timeout_s)
+        try:
+            steps = [self.tracker.last_logged_step(k) for k in keys]
+            run_id = self.tracker.run_id
+            listing = self.tracker.client().list_artifacts(run_id, "samples") if run_id else []
+        except Exception as exc:
+            log.warning("MLflow cannot say which steps run %s already holds (%s: %s); replayed steps are logged "
+                        "again and may appear twice", self.tracker.run_id, type(exc).__name__, exc)
+            return 0
+        if not drained:
+            log.warning("MLflow run %s: the spool did not drain in %.0fs; steps still spooled from the previous "
+                        "attempt may appear twice", self.tracker.run_id, self.resume_timeout_s)
+        self._logged_samples = {Path(a.path).name for a in listing}
+        return max((s for s in steps if s is not None), default=0)
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.delivered_step is None:
+            self.delivered_step = self._find_delivered_step(list(metrics))
+        if step <= self.delivered_step:   # a replayed step MLflow already holds
+            self.dropped_steps += 1
+            return
         self.tracker.log_metrics(metrics, step=step)
 
     def on_samples(self, step: int, grid_path: Path) -> None:
+        replayed = self.delivered_step is not None and step <= self.delivered_step
+        if replayed and Path(grid_path).name in self._logged_samples:
+            return
         self.tracker.log_artifact(grid_path, "samples")
 
     def on_checkpoint(self, step: int, ckpt_dir: Path) -> None:
