@@ -15,7 +15,8 @@ _LAZY = {
     "evaluate_run": "tracking", "evaluate_experiment": "tracking", "evaluate_generator": "tracking",
     "EvalContext": "tracking", "table_dataframe": "table", "runs_dataframe": "table", "log_table": "table",
     "render": "table", "sample_checkpoint": "sampling", "sample_source_generator": "sampling",
-    "compute_fid": "fid",
+    "compute_fid": "fid", "EvalMetrics": "tracking", "MetricError": "tracking", "missing_metrics": "tracking",
+    "evaluation_problems": "preflight", "check_evaluation": "preflight",
 }
 
 __all__ = ["EvalConfig", "load_eval_config", *_LAZY]

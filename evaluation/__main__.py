@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except FileNotFoundError as exc:   # missing weights / references / checkpoints: the message says what to do
+    except FileNotFoundError as exc:   # missing weights / references / checkpoints (preflight): the message says what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -98,19 +98,24 @@ def _dispatch(args) -> int:
 
     cfg = load_eval_config(args.config, args.overrides)
     if args.cmd == "run":
+        from .preflight import check_evaluation
         from .tracking import evaluate_experiment, evaluate_run
 
         uri = _tracking_uri(args)
-        if args.experiment:
+        if args.experiment:   # checks the evaluation's models itself, once it knows there is work
             results = evaluate_experiment(args.experiment, cfg, uri, only_missing=args.only_missing)
-            failed = [k for k, v in results.items() if isinstance(v, str) and v.startswith("error")]
+            failed = [k for k, v in results.items() if (isinstance(v, str) and v.startswith("error"))
+                      or getattr(v, "errors", None)]
             return 1 if failed else 0
+        check_evaluation(cfg, [args.prompt] if args.prompt else None, source="evaluation")
         if args.run_id:
             metrics = evaluate_run(args.run_id, args.prompt, cfg, uri)
         else:
             metrics = evaluate_run(args.generator, args.prompt, cfg, uri, run_id=args.log_to)
         print(json.dumps(metrics, indent=2, sort_keys=True))
-        return 0
+        for unit, err in metrics.errors.items():   # isolated: the other metrics are above (and logged)
+            print(f"metric {unit} FAILED: {err.reason}", file=sys.stderr)
+        return 1 if metrics.errors else 0
     if args.cmd == "sample":
         from .sampling import sample_for_eval
 

@@ -37,8 +37,9 @@ def backbone_path(net: str, configured: str | None = None) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net][0]
 
 
-def build_lpips(net: str = "alex", weights: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """`lpips.LPIPS(net)` with its backbone loaded from a local torchvision state dict (never downloaded)."""
+def check_lpips_backbone(net: str = "alex", weights: str | None = None) -> Path:
+    """The local backbone file LPIPS diversity will load; `LpipsWeightsMissingError` (with the fix) when absent.
+    Cheap (no model is built): preflight uses it."""
     path = backbone_path(net, weights)
     fname, url = BACKBONE_FILES[net]
     if not path.is_file():
@@ -48,6 +49,12 @@ def build_lpips(net: str = "alex", weights: str | None = None, device: str | tor
             f"{Path(torch.hub.get_dir()) / 'checkpoints' / fname} (torch hub's cache; $TORCH_HOME moves it), or set "
             f"`diversity.lpips.backbone_path`; or disable it with `diversity.lpips.enabled: false`."
         )
+    return path
+
+
+def build_lpips(net: str = "alex", weights: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """`lpips.LPIPS(net)` with its backbone loaded from a local torchvision state dict (never downloaded)."""
+    path = check_lpips_backbone(net, weights)
     import warnings
 
     import lpips

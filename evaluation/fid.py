@@ -62,15 +62,24 @@ def ensure_inception(inception_path: str | Path = CLEANFID_INCEPTION) -> Path:
     file is pre-staged elsewhere (`fid.inception_path`), it is symlinked (or copied) to the /tmp path.
     """
     target = Path(CLEANFID_INCEPTION)
-    source = Path(inception_path).expanduser()
-    if target.exists():
-        return target
-    if source != target and source.is_file():
+    source = check_inception(inception_path)
+    if source != target:
         try:
             target.symlink_to(source.resolve())
         except OSError:
             shutil.copyfile(source, target)
+    return target
+
+
+def check_inception(inception_path: str | Path = CLEANFID_INCEPTION) -> Path:
+    """The Inception file clean-fid will use (its /tmp path, else `inception_path`), without touching
+    anything; `InceptionMissingError` (where we looked, how to fetch) when neither exists. Preflight uses it."""
+    target = Path(CLEANFID_INCEPTION)
+    source = Path(inception_path).expanduser()
+    if target.exists():
         return target
+    if source != target and source.is_file():
+        return source
     raise InceptionMissingError(
         f"clean-fid's Inception network is missing: looked for {source}"
         + (f" and {target}" if source != target else "")
@@ -238,11 +247,18 @@ class FidResult:
     reference_source: str | None
 
 
-def compute_fid(folder: str | Path, cfg: EvalConfig, feature_model: FeatureModel | None = None) -> FidResult:
-    """FID (+ KID) of a folder of samples against `cfg.fid.reference`; features returned for diversity."""
+def compute_fid(folder: str | Path, cfg: EvalConfig, feature_model: FeatureModel | None = None,
+                feats: np.ndarray | None = None) -> FidResult:
+    """FID (+ KID) of a folder of samples against `cfg.fid.reference`; features returned for diversity.
+
+    `feats` (with the `feature_model` that made them): the samples' features already computed, so the
+    folder is not read again (evaluation computes them once for FID and feature diversity).
+    """
     device = resolve_device(cfg.device)
     model = feature_model or build_feature_model(cfg.fid, device)
-    feats = folder_features(folder, model, cfg.fid.mode, device, batch_size=cfg.batch_size, progress=cfg.progress)
+    if feats is None:
+        feats = folder_features(folder, model, cfg.fid.mode, device, batch_size=cfg.batch_size,
+                                progress=cfg.progress)
     if not cfg.fid.enabled:
         return FidResult(None, None, feats, None)
     if cfg.fid.reference is None:

@@ -11,6 +11,10 @@ CSV): lowest FID/KID, highest CLIP score and diversity. The variant label comes 
     reg.lpips.weight > 0              -> "+ LPIPS"
     layers.k > 0                      -> "+ layer selection k=K"
 
+Metrics that failed on some runs (tags `eval.error.<metric>`, see evaluation.tracking) are shown as missing
+with their reason: a `Missing` column (`<metric> (k/n)`: k of the row's n runs lack it) and one note per
+(metric, reason) under the table; `missing` in the DataFrame and the CSV.
+
 `log_table` writes table.md / table.tex / table.csv and comparison.png (rows = variants, columns = the same
 fixed latents, from each variant's first run's `eval/strip.png`) as artifacts `table/...` of the sweep's
 parent run.
@@ -26,7 +30,7 @@ from typing import Any, Iterable, Literal
 
 import pandas as pd
 
-from .tracking import STRIP_ARTIFACT, experiment_runs, get_client, retry
+from .tracking import STRIP_ARTIFACT, experiment_runs, get_client, retry, run_errors
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ CORE_METRICS = (
     MetricSpec("eval/feature_diversity", "feature_diversity", "Feature div. ↑", "max", ".4f"),
 )
 _SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/")
+_CORE_BY_UNIT = {"fid": "eval/fid", "feature_diversity": "eval/feature_diversity", "clip_score": "eval/clip_score",
+                 "lpips_diversity": "eval/lpips_diversity"}   # a failed core unit keeps its column (shown –)
 GROUP_COLS = ["source", "prompt"]
 
 
@@ -88,7 +94,8 @@ def _method_order(label: str) -> tuple:
 
 def runs_dataframe(experiment: str, tracking_uri: str | None = None,
                    extra_params: Iterable[str] = ()) -> pd.DataFrame:
-    """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric."""
+    """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric, and
+    `eval_errors` ({metric slug: one-line reason} of the metrics that failed on the run)."""
     client = get_client(tracking_uri)
     _, trials = experiment_runs(client, experiment)
     rows = []
@@ -106,14 +113,33 @@ def runs_dataframe(experiment: str, tracking_uri: str | None = None,
             "seed": p.get("seed"),
             "latents_sha256": p.get("eval.latents.sha256"),
             "eval_fingerprint": t.get("eval.fingerprint"),
+            "eval_errors": run_errors(t),
         }
         row.update({k: v for k, v in r.data.metrics.items() if k.startswith("eval/")})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _failed_units(runs: pd.DataFrame) -> set[str]:
+    if "eval_errors" not in runs:
+        return set()
+    return {u for errs in runs["eval_errors"] if isinstance(errs, dict) for u in errs}
+
+
+def _missing(g: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """(metric slug, runs of the group that lack it, the most frequent reason) for every failed metric."""
+    if "eval_errors" not in g:
+        return []
+    reasons: dict[str, list[str]] = {}
+    for errs in g["eval_errors"]:
+        for unit, why in (errs if isinstance(errs, dict) else {}).items():
+            reasons.setdefault(unit, []).append(why)
+    return [(u, len(w), max(set(w), key=w.count)) for u, w in sorted(reasons.items())]
+
+
 def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[MetricSpec]:
-    specs = [m for m in CORE_METRICS if m.key in runs.columns]
+    failed = {_CORE_BY_UNIT[u] for u in _failed_units(runs) if u in _CORE_BY_UNIT}
+    specs = [m for m in CORE_METRICS if m.key in runs.columns or m.key in failed]
     known = {m.key for m in CORE_METRICS}
     for m in extra:
         if m.key in runs.columns and m.key not in known:
@@ -134,7 +160,8 @@ def aggregate(runs: pd.DataFrame, extra_metrics: Iterable[MetricSpec] = ()) -> p
     for (source, prompt, method), g in runs.groupby(GROUP_COLS + ["method"], sort=False):
         row: dict[str, Any] = {"source": source, "prompt": prompt, "method": method, "n": len(g),
                                "latents_consistent": g["latents_sha256"].nunique(dropna=True) <= 1,
-                               "first_run_id": g.sort_values("seed", key=lambda s: s.map(_float))["run_id"].iloc[0]}
+                               "first_run_id": g.sort_values("seed", key=lambda s: s.map(_float))["run_id"].iloc[0],
+                               "missing": _missing(g)}
         for m in specs:
             vals = g[m.key].dropna().astype(float) if m.key in g else pd.Series(dtype=float)
             row[f"{m.name}_mean"] = float(vals.mean()) if len(vals) else math.nan
@@ -186,13 +213,17 @@ def _short_source(source: str) -> str:
 
 def format_markdown(df: pd.DataFrame) -> str:
     specs: list[MetricSpec] = df.attrs.get("metrics", [])
-    head = ["Source", "Prompt", "Method", "n"] + [m.label for m in specs]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    missing = _has_missing(df)
+    head = ["Source", "Prompt", "Method", "n"] + [m.label for m in specs] + (["Missing"] if missing else [])
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3 - missing) + ["---"] * missing) + "|"]
     for _, row in df.iterrows():
         cells = [_short_source(row["source"]), str(row["prompt"]).replace("|", "\\|"), row["method"], str(row["n"])]
         for m in specs:
             c = _cell(row, m, " ± ")
             cells.append(f"**{c}**" if row[f"{m.name}_best"] else c)
+        if missing:
+            cells.append(_missing_cell(row))
         lines.append("| " + " | ".join(cells) + " |")
     notes = _notes(df)
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -225,15 +256,46 @@ def format_latex(df: pd.DataFrame) -> str:
         lines.append(" & ".join(cells) + r" \\")
         previous = group
     lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {n}" for n in _missing_notes(df)]   # missing metrics with their reasons
     return "\n".join(lines) + "\n"
 
 
 def format_csv(df: pd.DataFrame) -> str:
-    return df.to_csv(index=False)
+    out = df.copy()
+    if "missing" in out:   # one readable string per row: "metric (k/n): reason; ..."
+        out["missing"] = [_missing_text(r, reasons=True) for _, r in out.iterrows()]
+    return out.to_csv(index=False)
+
+
+def _has_missing(df: pd.DataFrame) -> bool:
+    return "missing" in df and any(bool(m) for m in df["missing"])
+
+
+def _missing_text(row: pd.Series, reasons: bool = False) -> str:
+    items = row.get("missing") or []
+    return "; ".join(f"{u} ({k}/{row['n']})" + (f": {why}" if reasons else "") for u, k, why in items)
+
+
+def _missing_cell(row: pd.Series) -> str:
+    return _missing_text(row).replace("|", "\\|") or "–"
+
+
+def _missing_notes(df: pd.DataFrame) -> list[str]:
+    """One line per (metric, reason): where it is missing and why (python -m evaluation run --only-missing)."""
+    if not _has_missing(df):
+        return []
+    where: dict[tuple[str, str], list[str]] = {}
+    for _, row in df.iterrows():
+        for unit, k, why in row["missing"]:
+            where.setdefault((unit, why), []).append(f"{row['prompt']} / {row['method']} ({k}/{row['n']})")
+    notes = ["Missing metrics (the reason recorded on the runs; fix it, then `python -m evaluation run "
+             "--experiment NAME --only-missing` fills them in):"]
+    notes += [f"- {unit}: {why} [{'; '.join(rows)}]" for (unit, why), rows in sorted(where.items())]
+    return notes
 
 
 def _notes(df: pd.DataFrame) -> list[str]:
-    notes = []
+    notes = _missing_notes(df)
     if "latents_consistent" in df and not df["latents_consistent"].all():
         bad = df.loc[~df["latents_consistent"], "method"].tolist()
         notes.append(f"Warning: runs of {bad} were evaluated with different latents files.")

@@ -13,11 +13,18 @@ What evaluation writes:
     metrics   eval/fid, eval/kid, eval/clip_score (+ eval/clip_score/<model>-<tag>), eval/lpips_diversity
               (+ eval/lpips_diversity_std over groups), eval/feature_diversity, plugin metrics eval/...
     params    EvalConfig.as_params() (eval.*) + eval.latents.sha256
-    tags      eval.fingerprint, eval.samples_dir, eval.extra_metrics_done
-    artifacts eval/manifest.json (the sample manifest), eval/strip.png (first figure_columns samples)
+    tags      eval.fingerprint, eval.samples_dir, eval.extra_metrics_done (plugins that succeeded),
+              eval.error.<metric> (one-line reason of a metric that failed; removed once it succeeds)
+    artifacts eval/manifest.json (the sample manifest), eval/strip.png (first figure_columns samples),
+              eval/errors/<metric>.txt (the full traceback of a failed metric)
 Both files are also left in the evaluation folder (`<out>/samples/manifest.json`, `<out>/strip.png`), so a
 caller that logs through its own tracker (offline trial spool) can log them with `evaluation_params(cfg,
-manifest)` and `evaluation_tags(cfg, samples_dir)`.
+manifest)` and `evaluation_tags(cfg, samples_dir, errors=metrics.errors)`.
+
+Metric isolation: each metric (a "unit": fid (+ kid), feature_diversity, clip_score, lpips_diversity, and
+every plugin `module:function`) is computed on its own; one that raises is recorded (`EvalMetrics.errors`,
+the tag and the artifact above) and the others are still computed and logged. `--only-missing` computes
+exactly the units a run lacks (`missing_metrics`).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +41,7 @@ import numpy as np
 import torch
 
 from .config import EvalConfig
+from .preflight import check_evaluation, check_plugin_prompts, error_reason
 from .sampling import list_images, resolve_device, sample_for_eval, sample_source_generator
 
 GENERATOR_KEY = "artifact.generator_path"       # param or tag holding the adapted generator's path
@@ -40,6 +49,8 @@ GENERATOR_ARTIFACT = "generator/generator.pt"   # or the generator logged as thi
 STRIP_ARTIFACT = "eval/strip.png"
 MANIFEST_ARTIFACT = "eval/manifest.json"
 STRIP_TILE = 128
+ERROR_TAG_PREFIX = "eval.error."                # + metric slug: one-line reason of a failed metric
+ERROR_ARTIFACT_DIR = "eval/errors"              # <slug>.txt: its full traceback
 
 
 class RunInputError(FileNotFoundError):
@@ -79,27 +90,100 @@ def retry(fn: Callable[[], Any], attempts: int = 8, first: float = 0.2) -> Any:
 
 
 # ---- metric bookkeeping ------------------------------------------------------------------------------
+def metric_units(cfg: EvalConfig) -> list[str]:
+    """The metrics `cfg` computes, each on its own: core names, then plugin paths, in computing order."""
+    units = []
+    if cfg.fid.enabled:
+        units.append("fid")                 # eval/fid (+ eval/kid)
+    if cfg.diversity.feature.enabled:
+        units.append("feature_diversity")
+    if cfg.clip.enabled:
+        units.append("clip_score")          # eval/clip_score (+ per model)
+    if cfg.diversity.lpips.enabled:
+        units.append("lpips_diversity")     # eval/lpips_diversity (+ _std)
+    return units + list(cfg.extra_metrics)
+
+
+def unit_keys(cfg: EvalConfig, unit: str) -> list[str]:
+    """Metric keys whose presence on a run means the core unit is done ([] for plugins: see the done tag)."""
+    if unit == "fid":
+        return ["eval/fid"] + (["eval/kid"] if cfg.fid.kid else [])
+    if unit in ("feature_diversity", "clip_score", "lpips_diversity"):
+        return [f"eval/{unit}"]
+    return []
+
+
+def unit_slug(unit: str) -> str:
+    """A unit's name in tags and artifact file names ('pocket.metrics:prompt_accuracy' -> '...prompt_accuracy')."""
+    return unit.replace(":", ".")
+
+
+def error_tag(unit: str) -> str:
+    return ERROR_TAG_PREFIX + unit_slug(unit)
+
+
+def run_errors(tags: dict[str, str]) -> dict[str, str]:
+    """{metric slug: one-line reason} of a run's recorded metric failures (tags eval.error.<slug>)."""
+    return {k[len(ERROR_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(ERROR_TAG_PREFIX)}
+
+
 def expected_metrics(cfg: EvalConfig) -> list[str]:
     """The core metric keys a complete evaluation with `cfg` logs (plugins are tracked by a tag)."""
-    keys = []
-    if cfg.fid.enabled:
-        keys.append("eval/fid")
-        if cfg.fid.kid:
-            keys.append("eval/kid")
-    if cfg.clip.enabled:
-        keys.append("eval/clip_score")
-    if cfg.diversity.lpips.enabled:
-        keys.append("eval/lpips_diversity")
-    if cfg.diversity.feature.enabled:
-        keys.append("eval/feature_diversity")
-    return keys
+    return [k for u in metric_units(cfg) for k in unit_keys(cfg, u)]
+
+
+def _done_plugins(tags: dict[str, str]) -> set[str]:
+    return set(filter(None, tags.get("eval.extra_metrics_done", "").split(",")))
+
+
+def missing_metrics(run, cfg: EvalConfig) -> list[str]:
+    """The units of `cfg` a run does not hold yet (never computed, or failed)."""
+    done = _done_plugins(run.data.tags)
+    missing = []
+    for unit in metric_units(cfg):
+        keys = unit_keys(cfg, unit)
+        ok = all(k in run.data.metrics for k in keys) if keys else unit in done
+        if not ok:
+            missing.append(unit)
+    return missing
 
 
 def is_complete(run, cfg: EvalConfig) -> bool:
-    if any(k not in run.data.metrics for k in expected_metrics(cfg)):
-        return False
-    done = set(filter(None, run.data.tags.get("eval.extra_metrics_done", "").split(",")))
-    return all(p in done for p in cfg.extra_metrics)
+    return not missing_metrics(run, cfg)
+
+
+@dataclass
+class MetricError:
+    """A metric that failed: recorded on the run, never raised to the trial."""
+
+    unit: str          # "fid", "clip_score", ... or the plugin's "module:function"
+    reason: str        # one line: "KeyError: prompt 'x' is not in the pocket catalogue ..."
+    traceback: str     # the full traceback (artifact eval/errors/<slug>.txt)
+
+    @classmethod
+    def from_exception(cls, unit: str, exc: BaseException, prefix: str = "") -> "MetricError":
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(unit, (prefix + error_reason(exc))[:500], tb)
+
+    def report(self) -> str:
+        return f"metric: {self.unit}\nreason: {self.reason}\n\n{self.traceback}"
+
+
+class EvalMetrics(dict):
+    """{metric key: value} of an evaluation, plus `errors` {unit: MetricError} of the metrics that failed and
+    `done` (the units computed in this pass). A plain dict to every caller that only wants the numbers."""
+
+    def __init__(self, *args, errors: dict[str, MetricError] | None = None, done: list[str] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.errors: dict[str, MetricError] = dict(errors or {})
+        self.done: list[str] = list(done or [])
+
+
+def failed_evaluation(cfg: EvalConfig, exc: BaseException, units: list[str] | None = None,
+                      prefix: str = "evaluation failed: ") -> EvalMetrics:
+    """Every unit recorded as failed for one reason (the samples could not be made, the run could not be read)."""
+    units = metric_units(cfg) if units is None else units
+    return EvalMetrics(errors={u: MetricError.from_exception(u, exc, prefix) for u in units})
 
 
 # ---- plugins -----------------------------------------------------------------------------------------
@@ -132,15 +216,14 @@ class EvalContext:
         return self._source_dir
 
 
-def run_plugins(ctx: EvalContext) -> dict[str, float]:
+def run_plugin(path: str, ctx: EvalContext) -> dict[str, float]:
+    """One plugin: its optional `check_prompts([prompt])` first (a clear refusal), then `fn(ctx)`."""
     from .fid import import_object
 
-    out: dict[str, float] = {}
-    for path in ctx.cfg.extra_metrics:
-        result = import_object(path)(ctx)
-        for key, value in (result or {}).items():
-            out[key if key.startswith("eval/") else f"eval/{key}"] = float(value)
-    return out
+    fn = import_object(path)
+    check_plugin_prompts(fn, [ctx.prompt])
+    result = fn(ctx)
+    return {key if key.startswith("eval/") else f"eval/{key}": float(value) for key, value in (result or {}).items()}
 
 
 # ---- evaluation --------------------------------------------------------------------------------------
@@ -159,49 +242,83 @@ def write_strip(samples_dir: Path, out: Path, columns: int, tile: int = STRIP_TI
 
 
 def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: EvalConfig, out_dir: str | Path,
-                       *, source_generator: str | Path | None = None,
-                       run_params: dict[str, str] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Sample, then every enabled metric; no tracking. Returns (metrics, sample manifest)."""
-    if cfg.fid.enabled and not cfg.fid.reference:
+                       *, source_generator: str | Path | None = None, run_params: dict[str, str] | None = None,
+                       only: list[str] | None = None) -> tuple[EvalMetrics, dict[str, Any]]:
+    """Sample, then every enabled metric (or the units in `only`), each isolated; no tracking.
+
+    Returns (metrics, sample manifest); `metrics.errors` holds the metrics that failed (the others are there).
+    Raises only when there is nothing to measure: a config error or samples that cannot be made.
+    """
+    if cfg.fid.enabled and not cfg.fid.reference and (only is None or "fid" in only):
         raise ValueError("fid.enabled but fid.reference is not set: a folder of real target images or an .npz "
                          "of reference statistics (or set fid.enabled: false)")
+    units = [u for u in metric_units(cfg) if only is None or u in only]
     out_dir = Path(out_dir)
     samples = out_dir / "samples"
     manifest = sample_for_eval(generator_path, samples, cfg)
     device = resolve_device(cfg.device)
-    metrics: dict[str, float] = {}
-    feats = None
-    if cfg.fid.enabled or cfg.diversity.feature.enabled:
-        from .fid import compute_fid, feature_diversity
+    metrics = EvalMetrics()
+    feats: dict[str, Any] = {}
 
-        res = compute_fid(samples, cfg)
-        feats = res.feats
-        if res.fid is not None:
-            metrics["eval/fid"] = res.fid
-        if res.kid is not None:
-            metrics["eval/kid"] = res.kid
-        if cfg.diversity.feature.enabled:
-            metrics["eval/feature_diversity"] = feature_diversity(feats, cfg.diversity.feature.num_images)
-    if cfg.clip.enabled:
+    def features():
+        """The samples' FID features, computed once for FID and feature diversity (a failure fails both)."""
+        if "error" in feats:
+            raise feats["error"]
+        if "array" not in feats:
+            from .fid import build_feature_model, folder_features
+
+            try:
+                model = build_feature_model(cfg.fid, device)
+                feats["array"] = folder_features(samples, model, cfg.fid.mode, device, batch_size=cfg.batch_size,
+                                                 progress=cfg.progress)
+                feats["model"] = model
+            except Exception as exc:
+                feats["error"] = exc
+                raise
+        return feats["model"], feats["array"]
+
+    def fid_unit() -> dict[str, float]:
+        from .fid import compute_fid
+
+        model, array = features()
+        res = compute_fid(samples, cfg, feature_model=model, feats=array)
+        return {k: v for k, v in (("eval/fid", res.fid), ("eval/kid", res.kid)) if v is not None}
+
+    def feature_unit() -> dict[str, float]:
+        from .fid import feature_diversity
+
+        return {"eval/feature_diversity": feature_diversity(features()[1], cfg.diversity.feature.num_images)}
+
+    def clip_unit() -> dict[str, float]:
         if not prompt:
-            raise ValueError("CLIP score needs the run's prompt")
+            raise ValueError("CLIP score needs the run's prompt (param or tag `prompt`, or --prompt)")
         from .clip_score import clip_scores
 
-        metrics.update(clip_scores(samples, prompt, cfg))
-    if cfg.diversity.lpips.enabled:
+        return clip_scores(samples, prompt, cfg)
+
+    def lpips_unit() -> dict[str, float]:
         from .diversity import lpips_diversity_folder
 
         mean, std = lpips_diversity_folder(samples, cfg)
-        metrics["eval/lpips_diversity"] = mean
-        metrics["eval/lpips_diversity_std"] = std
-    if cfg.extra_metrics:
-        ctx = EvalContext(samples_dir=samples, manifest=manifest, prompt=prompt or "", cfg=cfg, device=device,
-                          generator_path=Path(generator_path),
-                          source_generator_path=Path(source_generator) if source_generator else None,
-                          run_params=dict(run_params or {}), features=feats)
-        metrics.update(run_plugins(ctx))
-    if device.type == "cuda":
-        torch.cuda.empty_cache()   # inside a trial the training process keeps running
+        return {"eval/lpips_diversity": mean, "eval/lpips_diversity_std": std}
+
+    ctx = EvalContext(samples_dir=samples, manifest=manifest, prompt=prompt or "", cfg=cfg, device=device,
+                      generator_path=Path(generator_path),
+                      source_generator_path=Path(source_generator) if source_generator else None,
+                      run_params=dict(run_params or {}))
+    core = {"fid": fid_unit, "feature_diversity": feature_unit, "clip_score": clip_unit, "lpips_diversity": lpips_unit}
+    for unit in units:
+        if unit not in core:
+            ctx.features = feats.get("array")   # FID features when computed in this pass, else None
+        try:   # each metric on its own: one that raises is recorded, the others still run
+            values = core[unit]() if unit in core else run_plugin(unit, ctx)
+        except Exception as exc:  # noqa: BLE001
+            metrics.errors[unit] = MetricError.from_exception(unit, exc)
+        else:
+            metrics.update({k: float(v) for k, v in values.items()})
+            metrics.done.append(unit)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()   # inside a trial the training process keeps running
     return metrics, manifest
 
 
@@ -254,30 +371,50 @@ def evaluation_params(cfg: EvalConfig, manifest: dict[str, Any]) -> dict[str, st
     return {k: v[:500] for k, v in params.items()}
 
 
-def evaluation_tags(cfg: EvalConfig, samples_dir: Path, done_plugins: set[str] = frozenset()) -> dict[str, str]:
-    """Tags written with an evaluation (`eval.extra_metrics_done` lets --only-missing see plugin metrics)."""
-    tags = {"eval.fingerprint": cfg.fingerprint(), "eval.samples_dir": str(Path(samples_dir).resolve())}
+def evaluation_tags(cfg: EvalConfig, samples_dir: Path | None, done_plugins: set[str] = frozenset(),
+                    errors: dict[str, MetricError] | None = None) -> dict[str, str]:
+    """Tags written with an evaluation: `eval.extra_metrics_done` (the plugins that hold their numbers, so
+    --only-missing sees them) and `eval.error.<metric>` (the one-line reason of each metric in `errors`)."""
+    errors = errors or {}
+    tags = {"eval.fingerprint": cfg.fingerprint()}
+    if samples_dir is not None:
+        tags["eval.samples_dir"] = str(Path(samples_dir).resolve())
     if cfg.extra_metrics:
-        tags["eval.extra_metrics_done"] = ",".join(sorted(set(done_plugins) | set(cfg.extra_metrics)))
+        done = (set(done_plugins) | set(cfg.extra_metrics)) - set(errors)
+        tags["eval.extra_metrics_done"] = ",".join(sorted(done))
+    tags.update({error_tag(u): e.reason for u, e in errors.items()})
     return tags
 
 
 def log_evaluation(client, run_id: str, metrics: dict[str, float], cfg: EvalConfig, manifest: dict[str, Any],
                    samples_dir: Path) -> None:
+    """Metrics, params, tags and artifacts of an evaluation; failed metrics get their error tag + traceback
+    artifact, metrics that succeeded lose a stale error tag. An empty manifest (no samples) logs errors only."""
     from mlflow.entities import Metric, Param, RunTag
 
     run = retry(lambda: client.get_run(run_id))
-    todo = _check_params(run, evaluation_params(cfg, manifest))
+    todo = _check_params(run, evaluation_params(cfg, manifest)) if manifest else {}
     now = int(time.time() * 1000)
-    done = set(filter(None, run.data.tags.get("eval.extra_metrics_done", "").split(",")))
-    tags = evaluation_tags(cfg, samples_dir, done)
+    errors: dict[str, MetricError] = getattr(metrics, "errors", {})
+    tags = evaluation_tags(cfg, samples_dir if manifest else None, _done_plugins(run.data.tags), errors)
+    if not manifest:
+        tags.pop("eval.fingerprint", None)
     retry(lambda: client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())],
         params=[Param(k, v) for k, v in sorted(todo.items())],
         tags=[RunTag(k, v[:5000]) for k, v in tags.items()],
     ))
+    for unit in getattr(metrics, "done", []):   # fixed since the last evaluation: the reason no longer holds
+        if error_tag(unit) in run.data.tags:
+            retry(lambda: client.delete_tag(run_id, error_tag(unit)))
     with tempfile.TemporaryDirectory() as tmp:
+        for unit, err in errors.items():
+            epath = Path(tmp) / f"{unit_slug(unit)}.txt"
+            epath.write_text(err.report())
+            retry(lambda: client.log_artifact(run_id, str(epath), ERROR_ARTIFACT_DIR))
+        if not manifest:
+            return
         mpath = Path(tmp) / "manifest.json"
         mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         retry(lambda: client.log_artifact(run_id, str(mpath), "eval"))
@@ -299,13 +436,18 @@ def _out_dir(cfg: EvalConfig, generator_path: Path, run_id: str | None, download
 
 def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig | None = None,
                  tracking_uri: str | None = None, *, run_id: str | None = None,
-                 source_generator: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, float]:
-    """Evaluate one adapted generator; returns the metrics ({"eval/fid": ..., ...}).
+                 source_generator: str | Path | None = None, out_dir: str | Path | None = None,
+                 only: list[str] | None = None) -> EvalMetrics:
+    """Evaluate one adapted generator; returns the metrics ({"eval/fid": ..., ...}) as an `EvalMetrics`.
 
     target   an MLflow run id (generator, prompt and source generator are read from the run) or a generator
              checkpoint path (then `prompt` is needed for the CLIP score and metrics go to `run_id` if given,
              e.g. the trial's own run from inside a Tune trial; without run_id nothing is logged).
     prompt   overrides the run's prompt.
+    only     compute just these units (`metric_units`; --only-missing passes `missing_metrics(run, cfg)`).
+    A metric that fails is in `.errors` (and recorded on the run), never raised; when the samples cannot be
+    made every requested metric is recorded as failed with that reason. Raises only for unreadable inputs
+    (RunInputError, a missing checkpoint) and settings that conflict with the run's (EvalSettingsConflict).
     """
     cfg = cfg or EvalConfig()
     client = None
@@ -332,11 +474,16 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
     if source_generator is None and params.get("generator.checkpoint"):
         source_generator = params["generator.checkpoint"]
     work = Path(out_dir) if out_dir else _out_dir(cfg, generator_path, run_id, downloaded)
-    metrics, manifest = evaluate_generator(generator_path, prompt, cfg, work, source_generator=source_generator,
-                                           run_params=params)
-    manifest = dict(manifest, prompt=prompt, run_id=run_id, eval_fingerprint=cfg.fingerprint())
-    (work / "samples" / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    write_strip(work / "samples", work / "strip.png", cfg.figure_columns)   # eval/strip.png (comparison figure)
+    units = [u for u in metric_units(cfg) if only is None or u in only]
+    try:
+        metrics, manifest = evaluate_generator(generator_path, prompt, cfg, work, source_generator=source_generator,
+                                               run_params=params, only=units)
+    except Exception as exc:  # noqa: BLE001 - no samples: every metric is missing for this one reason
+        metrics, manifest = failed_evaluation(cfg, exc, units), {}
+    if manifest:
+        manifest = dict(manifest, prompt=prompt, run_id=run_id, eval_fingerprint=cfg.fingerprint())
+        (work / "samples" / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        write_strip(work / "samples", work / "strip.png", cfg.figure_columns)   # eval/strip.png (comparison figure)
     if client is not None and run_id is not None:
         log_evaluation(client, run_id, metrics, cfg, manifest, work / "samples")
     return metrics
@@ -364,10 +511,17 @@ def experiment_runs(client, experiment: str) -> tuple[list, list]:
 
 def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: str | None = None,
                         only_missing: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate every FINISHED trial run of an experiment; returns {run_id: metrics | 'skipped' | error}."""
+    """Evaluate every FINISHED trial run of an experiment; returns {run_id: metrics | 'skipped' | error}.
+
+    With `only_missing`, each run gets exactly the metrics it lacks (never computed, or failed before);
+    a run holding all of them is skipped. The evaluation's models are checked first (`check_evaluation`):
+    missing weights stop the command before any work. A metric that fails is reported and recorded on its
+    run (the result's `.errors`); the other runs and metrics go on.
+    """
     client = get_client(tracking_uri)
     _, trials = experiment_runs(client, experiment)
     results: dict[str, Any] = {}
+    todo = []
     for run in sorted(trials, key=lambda r: r.info.start_time or 0):
         rid = run.info.run_id
         name = run.info.run_name or rid
@@ -375,16 +529,27 @@ def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: str | No
             echo(f"skip {name}: status {run.info.status}")
             results[rid] = "skipped: not finished"
             continue
-        if only_missing and is_complete(run, cfg):
+        missing = missing_metrics(run, cfg) if only_missing else None
+        if missing == []:
             echo(f"skip {name}: already evaluated")
             results[rid] = "skipped: complete"
             continue
+        todo.append((run, missing))
+    if todo:
+        check_evaluation(cfg, source=f"evaluation of experiment {experiment!r}")
+    for run, missing in todo:
+        rid = run.info.run_id
+        name = run.info.run_name or rid
         try:
-            metrics = evaluate_run(rid, None, cfg, tracking_uri)
-        except (RunInputError, EvalSettingsConflict) as exc:   # this run only; missing weights stop the loop
+            metrics = evaluate_run(rid, None, cfg, tracking_uri, only=missing)
+        except (RunInputError, EvalSettingsConflict) as exc:   # this run only
             echo(f"FAILED {name}: {exc}")
             results[rid] = f"error: {exc}"
             continue
-        echo(f"evaluated {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        what = f" (missing: {', '.join(missing)})" if missing is not None else ""
+        echo(f"evaluated {name}{what}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        for unit, err in metrics.errors.items():
+            echo(f"  metric {unit} FAILED on {name}: {err.reason} (recorded as tag {error_tag(unit)}, "
+                 f"traceback in artifact {ERROR_ARTIFACT_DIR}/{unit_slug(unit)}.txt)")
         results[rid] = metrics
     return results

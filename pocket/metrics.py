@@ -15,6 +15,9 @@ In an EvalConfig:
 - `ground_truth_fid`: FID (judge features) of the samples against the prompt's ground-truth reference set
   (pocket.refs, written on first use) and against the source set. evaluation's own `fid.reference` is one
   folder per sweep; a multi-prompt pocket sweep needs one per prompt, which this plugin resolves by prompt.
+The three plugins score catalogue prompts only (pocket.world.CATALOGUE): each carries
+`check_prompts(prompts)`, which evaluation's preflight calls when a sweep is validated, so a sweep with a
+prompt outside the catalogue is refused before training, naming the prompt and the accepted ones.
 The CLIP score uses pocket-CLIP through evaluation's normal open_clip path (`clip.models: [{name:
 pocket/models/clip/pocket-clip.json, pretrained: pocket/models/clip/open_clip_model.safetensors}]`).
 """
@@ -93,6 +96,20 @@ def preservation_of(pred_src: dict[str, torch.Tensor], pred_new: dict[str, torch
     return out
 
 
+def check_catalogue_prompts(prompts) -> None:
+    """Plugin `check_prompts`: ValueError naming every prompt outside the pocket catalogue and the accepted ones."""
+    unknown = []
+    for prompt in prompts:
+        try:
+            W.lookup(prompt)
+        except KeyError:
+            unknown.append(prompt)
+    if unknown:
+        raise ValueError(f"pocket metrics score only prompts of the pocket catalogue (pocket/world.py CATALOGUE; "
+                         f"case and spacing are ignored); not in it: {', '.join(repr(p) for p in unknown)}; "
+                         f"accepted: " + "; ".join(repr(p.text) for p in W.CATALOGUE))
+
+
 def prompt_accuracy(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge accuracy of the run's prompt on its samples."""
     return accuracy_of(judge_images(load_folder(ctx.samples_dir)), ctx.prompt)
@@ -135,3 +152,9 @@ def ground_truth_fid(ctx) -> dict[str, float]:
     target = judge_feature_array(load_folder(reference_dir(ctx.prompt)))
     source = judge_feature_array(load_folder(reference_dir(None)))
     return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
+
+
+# what the plugins accept (evaluation.preflight calls these before a sweep trains)
+prompt_accuracy.check_prompts = check_catalogue_prompts
+attribute_preservation.check_prompts = check_catalogue_prompts
+ground_truth_fid.check_prompts = check_catalogue_prompts

@@ -6,7 +6,10 @@ tables:
   1. per prompt kind (short / long) and method: each metric averaged over the kind's prompts within a seed,
      then mean +- std over seeds (so the spread is seed-to-seed, not prompt-to-prompt);
   2. per prompt and method: prompt accuracy / preservation / ground-truth FID, mean over seeds, next to the
-     unadapted generator (`frozen G`: the starting point every method moves from; its preservation is 1).
+     unadapted generator (`frozen G`: the starting point every method moves from; its preservation is 1);
+  3. when metrics failed on some runs (tags `eval.error.<metric>`, evaluation.tracking), each missing metric
+     with its reason and where it is missing (they never hide silently as a "-").
+Prompts outside the pocket catalogue (which the pocket metrics refuse) are grouped as kind `other`.
 """
 from __future__ import annotations
 
@@ -39,8 +42,16 @@ def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | No
             raise SystemExit(f"--parent {parent}: no trial runs of experiment {experiment!r} belong to that sweep "
                              f"run; its sweep runs are: {', '.join(sweeps) or 'none'}")
     runs = runs.copy()
-    runs["kind"] = runs["prompt"].map(lambda p: W.lookup(p).kind)
+    runs["kind"] = runs["prompt"].map(prompt_kind)
     return runs
+
+
+def prompt_kind(prompt: str) -> str:
+    """The catalogue kind (short / long) of a prompt; `other` outside the catalogue."""
+    try:
+        return W.lookup(prompt).kind
+    except KeyError:
+        return "other"
 
 
 def _fmt(values: pd.Series, fmt: str) -> str:
@@ -80,7 +91,8 @@ def frozen_baseline(prompts, n: int = 512, seed: int = 0) -> dict[str, tuple[flo
         x01 = (g(z, noise_mode="const").clamp(-1, 1) + 1) / 2
     pred, feats = judge_images(x01), judge_feature_array(x01)
     return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"],
-                judge_fid(feats, judge_feature_array(load_folder(reference_dir(p))))) for p in prompts}
+                judge_fid(feats, judge_feature_array(load_folder(reference_dir(p)))))
+            for p in prompts if prompt_kind(p) != "other"}   # the judge scores catalogue prompts only
 
 
 def by_prompt(runs: pd.DataFrame, frozen: dict[str, tuple[float, float]] | None = None) -> str:
@@ -89,12 +101,32 @@ def by_prompt(runs: pd.DataFrame, frozen: dict[str, tuple[float, float]] | None 
     lines = ["| prompt | " + " | ".join(first + methods) + " |", "|" + "---|" * (1 + len(first) + len(methods))]
     order = {p.text: i for i, p in enumerate(W.CATALOGUE)}
     for prompt in sorted(runs["prompt"].unique(), key=lambda p: order.get(p, 99)):
-        cells = ["{:.2f} / 1.00 / {:.0f}".format(*frozen[prompt])] if frozen else []
+        cells = (["{:.2f} / 1.00 / {:.0f}".format(*frozen[prompt]) if prompt in frozen else "-"]
+                 if frozen else [])
         for method in methods:
             g = runs[(runs["prompt"] == prompt) & (runs["method"] == method)]
             vals = [g[k].mean() if k in g else float("nan") for k, _, _ in METRICS[:3]]
-            cells.append("{:.2f} / {:.2f} / {:.0f}".format(*vals) if len(g) else "-")
+            cells.append(" / ".join("-" if v != v else format(v, f) for v, f in zip(vals, (".2f", ".2f", ".0f")))
+                         if len(g) else "-")   # a metric missing on every run: "-" (reason listed below)
         lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def missing_metrics(runs: pd.DataFrame) -> str:
+    """Markdown lines: each failed metric with its reason and the (prompt, method) rows it is missing from."""
+    if "eval_errors" not in runs:
+        return ""
+    where: dict[tuple[str, str], list[str]] = {}
+    for _, row in runs.iterrows():
+        for unit, why in (row["eval_errors"] if isinstance(row["eval_errors"], dict) else {}).items():
+            where.setdefault((unit, why), []).append(f"{row['prompt']} / {row['method']} / seed {row['seed']}")
+    if not where:
+        return ""
+    lines = ["missing metrics (the reason recorded on the runs; fix it, then `python -m evaluation run "
+             "--experiment NAME --only-missing`):", ""]
+    for (unit, why), rows in sorted(where.items()):
+        lines.append(f"- {unit} missing in {len(rows)} run(s): {why}")
+        lines.append("  runs: " + "; ".join(rows[:6]) + (f"; ... ({len(rows) - 6} more)" if len(rows) > 6 else ""))
     return "\n".join(lines)
 
 
@@ -102,6 +134,7 @@ def summary(experiment: str, tracking_uri: str | None = None, parent: str | None
             with_frozen: bool = True) -> str:
     runs = load_runs(experiment, tracking_uri, parent)
     frozen = frozen_baseline(sorted(runs["prompt"].unique())) if with_frozen else None
+    missing = missing_metrics(runs)
     return (f"{len(runs)} trial runs, sweep run {runs['parent_run_id'].iloc[0]}\n\n" + by_kind(runs)
             + "\n\nper prompt: prompt accuracy / preservation / FID to ground truth (mean over seeds)\n\n"
-            + by_prompt(runs, frozen))
+            + by_prompt(runs, frozen) + (f"\n\n{missing}" if missing else ""))

@@ -122,6 +122,9 @@ def expand_env(value: str, where: str = "") -> str:
 
 # Model references and paths: the fields where ${VAR} is expanded.
 REF_FIELDS = ("generator.checkpoint", "guidance.model", "guidance.text_encoder", "output_dir")
+# ... and in `evaluation:` (EvalConfig paths), so preflight and the trials see the same real paths
+EVAL_PATH_FIELDS = ("fid.reference", "fid.inception_path", "fid.cache_dir", "latents.path", "cache_dir",
+                    "output_dir", "diversity.lpips.backbone_path")
 
 
 # ----------------------------------------------------------------------------------------------- schema
@@ -328,6 +331,23 @@ def _load_base(spec: SweepSpec, file: Path, marks: Marks) -> dict[str, Any]:
     return data
 
 
+def _expand_evaluation(evaluation: dict[str, Any], marks: Marks) -> dict[str, Any]:
+    """`${VAR}` expanded in the evaluation's path fields and CLIP model references (a copy)."""
+    data = copy.deepcopy(evaluation)
+    for path in EVAL_PATH_FIELDS:
+        value = get_dotted(data, path)
+        if isinstance(value, str):
+            set_dotted(data, path, expand_env(value, where=f"{marks.where(('evaluation', *path.split('.')))}: "
+                                                          f"evaluation.{path}"))
+    models = get_dotted(data, "clip.models")
+    for i, m in enumerate(models if isinstance(models, list) else []):
+        for key in ("name", "pretrained"):
+            if isinstance(m, dict) and isinstance(m.get(key), str):
+                m[key] = expand_env(m[key], where=f"{marks.where(('evaluation', 'clip', 'models', i))}: "
+                                                  f"evaluation.clip.models.{i}.{key}")
+    return data
+
+
 def _check_axis_path(path: str, where: str) -> None:
     ok, suggestions = config_field(path)
     if not ok:
@@ -414,6 +434,8 @@ def load_sweep(file: str | Path) -> Sweep:
         spec.tracking_uri = expand_env(spec.tracking_uri, where=f"{marks.where(('tracking_uri',))}: tracking_uri")
 
     base = _load_base(spec, file, marks)
+    if spec.evaluation:
+        spec.evaluation = _expand_evaluation(spec.evaluation, marks)
 
     # axes: names, values, no axis twice, no overlapping axes
     groups: list[list[str]] = []
@@ -502,14 +524,27 @@ def load_sweep(file: str | Path) -> Sweep:
                 f"(fix the {'axis values' if culprit else 'base config'})"
             ) from None
         trials.append(Trial(index=index, overrides=overrides, config=cfg))
+    _check_resources(trials, marks, where_of)
     if isinstance(spec.search, OptunaSearch):
         trials = trials[:1]  # the base point; samples are drawn at run time
     return Sweep(spec=spec, file=file, text=text, base=base, axes=groups, trials=trials, marks=marks)
 
 
-# ----------------------------------------------------------------------------------------------- model references
+# ----------------------------------------------------------------------------------------------- preflight
+def _check_resources(trials: list[Trial], marks: Marks, where_of: dict[str, tuple]) -> None:
+    """Refuse batch sizes no device holds (trainables.preflight.resource_problems: the one bound)."""
+    from trainables.preflight import resource_problems
+
+    for trial in trials:
+        problems = resource_problems(trial.config)
+        if problems:
+            field_ = problems[0].split(":", 1)[0]
+            key = where_of.get(field_) or ("base", *field_.split("."))
+            raise SweepError(f"{marks.where(key)}: trial_{trial.index:03d}: " + "; ".join(problems))
+
+
 class MissingModelError(SweepError):
-    """A model a trial needs is not on this machine: raised before any trial starts."""
+    """A model a trial needs is not on this machine (or its evaluation cannot run): raised before any trial starts."""
 
 
 def _idx(indices: list[int]) -> str:
@@ -524,9 +559,34 @@ def _reference_key(c: AdaptConfig) -> tuple:
             tuple((m.name, m.pretrained) for m in c.nada.clip_models))
 
 
+def sweep_prompts(sweep: Sweep) -> list[str]:
+    """Every prompt the sweep's trials can use (grid points, and optuna's `prompt` choices)."""
+    prompts = {t.config.prompt for t in sweep.trials}
+    if isinstance(sweep.spec.search, OptunaSearch) and "prompt" in sweep.spec.search.params:
+        prompts |= {str(v) for v in sweep.spec.search.params["prompt"].values or []}
+    return sorted(prompts)
+
+
+def evaluation_problems(sweep: Sweep) -> list[str]:
+    """The sweep's `evaluation:` checked before training (evaluation.preflight): Inception, CLIP models, LPIPS
+    weights, plugins importing and accepting every prompt of the sweep. Each line names the field."""
+    if not sweep.spec.evaluation:
+        return []
+    from evaluation.config import EvalConfig
+    from evaluation.preflight import evaluation_problems as eval_problems
+
+    try:
+        cfg = EvalConfig.model_validate(sweep.spec.evaluation)
+    except ValidationError as exc:
+        raise SweepError(f"{sweep.marks.where(('evaluation',))}: evaluation: {_validation_message(exc)} "
+                         "(see evaluation/config.py EvalConfig)") from None
+    return [f"evaluation.{p} ({sweep.marks.where(('evaluation',))})" for p in eval_problems(cfg, sweep_prompts(sweep))]
+
+
 def check_models(sweep: Sweep) -> None:
-    """Resolve every model reference the trials need (trainables.preflight, never downloading); raise
-    MissingModelError listing each missing one with the trials that need it and the command that fetches it."""
+    """Resolve every model reference the trials need (trainables.preflight, never downloading) and check the
+    evaluation (evaluation.preflight); raise MissingModelError listing every problem at once, each with the
+    trials that need it and the fix."""
     from trainables.preflight import model_problems
 
     checked: dict[tuple, list[str]] = {}
@@ -537,10 +597,12 @@ def check_models(sweep: Sweep) -> None:
             checked[key] = model_problems(trial.config)
         for problem in checked[key]:
             missing.setdefault(problem, []).append(trial.index)
-    if missing:
+    lines = [f"  - {p} (trials {_idx(idx)})" for p, idx in missing.items()]
+    lines += [f"  - {p} (every trial's evaluation)" for p in evaluation_problems(sweep)]
+    if lines:
         raise MissingModelError(
-            f"{sweep.file}: {len(missing)} model reference(s) cannot be resolved, so no trial was started:\n"
-            + "\n".join(f"  - {p} (trials {_idx(idx)})" for p, idx in missing.items())
+            f"{sweep.file}: {len(lines)} problem(s) with model references or the evaluation, so no trial was "
+            "started:\n" + "\n".join(lines)
         )
 
 

@@ -7,6 +7,7 @@ the sweep shares (the base config, tracking URI, parent run id, storage) arrives
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import traceback
 from pathlib import Path
@@ -50,22 +51,45 @@ def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path,
 
     With the tracking server reachable, evaluation logs into the trial's run itself (its metrics, params and
     sample manifest); otherwise it runs unlogged and its metrics go through the trial's spool.
+    Evaluation never fails the trial: each metric is isolated (a failed one is recorded as tag
+    `eval.error.<metric>` + artifact `eval/errors/<metric>.txt`, the others are logged), and an evaluation
+    that cannot run at all records every metric as failed. The training's results stay, and
+    `python -m evaluation run --experiment NAME --only-missing` fills in the missing metrics later.
     """
     from evaluation import EvalConfig, evaluate_run
+    from evaluation.tracking import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
+                                     unit_slug)
 
     eval_cfg = EvalConfig.model_validate(ctx["evaluation"])
     online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks
-    metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx["tracking_uri"],
-                           run_id=tracker.run_id if online else None,
-                           source_generator=cfg.generator.checkpoint, out_dir=out_dir)
-    metrics = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in (metrics or {}).items()
-               if isinstance(v, (int, float))}
+    try:
+        metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx["tracking_uri"],
+                               run_id=tracker.run_id if online else None,
+                               source_generator=cfg.generator.checkpoint, out_dir=out_dir)
+        raised = False
+    except Exception as exc:  # noqa: BLE001 - recorded below through the spool, the trial still finishes
+        metrics, online, raised = failed_evaluation(eval_cfg, exc), False, True
+    errors = metrics.errors
+    values = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float))}
     if not online:
-        tracker.log_metrics(metrics, step=int(result.steps))
-        manifest = out_dir / "samples" / "manifest.json"
-        if manifest.is_file():
-            tracker.log_artifact(manifest, "eval")
-    return metrics
+        tracker.log_metrics(values, step=int(result.steps))
+        manifest_path = out_dir / "samples" / "manifest.json"
+        samples = manifest_path.parent if manifest_path.is_file() and not raised else None
+        tags = evaluation_tags(eval_cfg, samples, errors=errors)
+        if samples is not None:
+            tracker.log_artifact(manifest_path, "eval")
+            manifest = json.loads(manifest_path.read_text())
+            tracker.log_params({"eval.latents.sha256": evaluation_params(eval_cfg, manifest)["eval.latents.sha256"]})
+        else:
+            tags.pop("eval.fingerprint", None)
+        tracker.set_tags(tags)
+        for unit, err in errors.items():
+            tracker.log_text(err.report(), f"{unit_slug(unit)}.txt", ERROR_ARTIFACT_DIR)
+    for unit, err in errors.items():
+        print(f"evaluation metric {unit} failed (the trial goes on; recorded as eval.error.{unit_slug(unit)}): "
+              f"{err.reason}", flush=True)
+    return values
 
 
 def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
