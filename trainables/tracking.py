@@ -3,8 +3,12 @@
 Every operation (params, tags, step metrics, artifacts, the final status) is appended to a JSON-lines
 spool on disk first (in the trial directory), then a background thread sends it to the tracking server
 with `MlflowClient(tracking_uri)` (the URI is always explicit: no global `mlflow.set_tracking_uri`).
-When the server is unreachable or a SQLite store answers "database is locked", the thread backs off and
-retries; training never waits. A restarted process (a Tune retry) reopens the same spool and run id, so the
+Every failure is classified (`classify_error`): transient ones (connection refused, timeouts, 5xx, 408/429,
+"database is locked") are retried with backoff for as long as it takes; permanent ones (any other 4xx MLflow
+answer, such as INVALID_PARAMETER_VALUE for a changed param, or a missing artifact file) and malformed spool
+lines are moved to `rejected.jsonl` beside the spool and reported at WARNING; unknown exceptions are retried
+`max_unknown_attempts` times, then rejected too (at ERROR). So the spool always moves on: it cannot wedge
+behind one bad operation. Training never waits. A restarted process (a Tune retry) reopens the same spool and run id, so the
 child run continues where it stopped. Leftovers can be replayed with
 
     python -m trainables.tracking replay SPOOL_DIR [--tracking-uri URI]
@@ -61,20 +65,47 @@ def is_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
-def _transient(exc: BaseException) -> bool:
-    """True if retrying later can succeed (server down, DB locked, 5xx); False for a rejected request."""
-    text = str(exc).lower()
-    if "locked" in text or "connection" in text or "timed out" in text or "timeout" in text:
-        return True
-    try:
-        from mlflow.exceptions import MlflowException
+TRANSIENT, PERMANENT, UNKNOWN = "transient", "permanent", "unknown"
+# messages of exceptions that wrap a network/lock failure without a type or status to go by
+_TRANSIENT_TEXT = ("database is locked", "connection refused", "connection reset", "connection aborted",
+                   "max retries exceeded", "timed out", "temporarily unavailable", "failed to establish")
 
-        if isinstance(exc, MlflowException):
-            status = exc.get_http_status_code()
-            return status >= 500 or status in (408, 429)
-    except Exception:  # pragma: no cover
-        pass
-    return True
+
+def classify_error(exc: BaseException) -> str:
+    """TRANSIENT (retrying later can succeed), PERMANENT (the server answered: this request is wrong) or UNKNOWN.
+
+    Rule (HTTP semantics): an MLflow error code maps to an HTTP status; 5xx, 408 and 429 are the server's
+    condition, every other 4xx is about the request itself (INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST,
+    RESOURCE_ALREADY_EXISTS, ...). Connection errors and timeouts are transient; a missing local file is
+    permanent; anything else is UNKNOWN (retried a bounded number of times by the caller)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    text = str(exc).lower()
+    if isinstance(exc, MlflowException):
+        if any(t in text for t in _TRANSIENT_TEXT):
+            return TRANSIENT
+        status = exc.get_http_status_code()
+        return TRANSIENT if status >= 500 or status in (408, 429) else PERMANENT
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        return TRANSIENT if status >= 500 or status in (408, 429) else PERMANENT
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return TRANSIENT
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return PERMANENT
+    if any(t in text for t in _TRANSIENT_TEXT):
+        return TRANSIENT
+    return UNKNOWN
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying (a bounded retry for UNKNOWN): everything but a permanent answer."""
+    return classify_error(exc) != PERMANENT
+
+
+class _RunUnavailable(Exception):
+    """The run itself cannot be created or reopened (a permanent answer): nothing in the spool can be sent."""
 
 
 def truncate_params(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -136,7 +167,7 @@ class RunTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, *, spool_dir: str | Path, run_id: str | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None, tags: dict[str, Any] | None = None,
-                 flush_interval: float = 2.0, max_backoff: float = 15.0):
+                 flush_interval: float = 2.0, max_backoff: float = 15.0, max_unknown_attempts: int = 5):
         _quiet_http_env()
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -147,16 +178,23 @@ class RunTracker:
         self.tags = {k: str(v)[:MAX_TAG_LEN] for k, v in (tags or {}).items()}
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff
+        self.max_unknown_attempts = max(1, max_unknown_attempts)   # tries of one op before an UNKNOWN error rejects it
         saved = self._read_run_file()
         self._run_id = run_id or saved.get("run_id")
         self._resumed = self._run_id is not None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # appends to the spool
+        self._drain_lock = threading.Lock()    # one drain at a time, per tracker (trackers never wait on each other)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = None
         self.last_error: str | None = None
+        self.fatal_error: str | None = None    # the run cannot be created/reopened: the spool waits for a replay
         self.sent_ops = 0
+        self.rejected_ops = 0
+        self._unknown: tuple[Any, int] = (None, 0)   # (spool offset or "run", UNKNOWN failures there so far)
+        self._failing = False
+        self._seal_partial_line()
 
     # ---- identity
     @property
@@ -180,6 +218,16 @@ class RunTracker:
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    def _seal_partial_line(self) -> None:
+        """A writer that died mid-line left a fragment: end it, so it is rejected alone instead of merging
+        with (and spoiling) the next operation appended after it."""
+        path = self.spool_dir / SPOOL_FILE
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open("rb+") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
 
     def _ensure_run(self) -> str:
         client = self.client()
@@ -263,13 +311,15 @@ class RunTracker:
         while time.time() < deadline:
             if self._offset() >= end_target and self._run_id is not None:
                 return True
+            if self.fatal_error is not None:
+                return False
             if self._thread is None or not self._thread.is_alive():
                 try:
                     self._drain_once()
-                except Exception as exc:
+                except _RunUnavailable:
+                    return False
+                except Exception as exc:   # transient, or an unknown error still under its retry bound
                     self.last_error = repr(exc)
-                    if not _transient(exc):
-                        raise
                     time.sleep(0.5)
             else:
                 self._wake.set()
@@ -285,9 +335,12 @@ class RunTracker:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if not ok:
-            log.warning("MLflow run %s: %d bytes still spooled in %s (server unreachable: %s); replay with "
+            log.warning("MLflow run %s: %d bytes still spooled in %s (%s); replay with "
                         "`python -m trainables.tracking replay %s`", self._run_id, self.pending_bytes(),
-                        self.spool_dir, self.last_error, self.spool_dir)
+                        self.spool_dir, self.fatal_error or f"server unreachable: {self.last_error}", self.spool_dir)
+        if self.rejected_ops:
+            log.warning("MLflow run %s: %d operation(s) were rejected; see %s", self._run_id, self.rejected_ops,
+                        self.spool_dir / REJECTED_FILE)
         return ok
 
     def pending_bytes(self) -> int:
@@ -316,25 +369,60 @@ class RunTracker:
             try:
                 self._drain_once()
                 backoff = 0.5
+                if self._failing:
+                    log.info("MLflow at %s reachable again; spool %s draining", self.tracking_uri, self.spool_dir)
+                    self._failing = False
                 self._wake.wait(self.flush_interval)
-            except Exception as exc:  # transient: back off and try again
+            except _RunUnavailable:
+                self._stop.wait()          # reported once; the spool stays for `replay`
+            except Exception as exc:       # transient (or unknown, under its bound): back off and try again
                 self.last_error = repr(exc)
-                log.debug("MLflow flush failed: %s (retry in %.1fs)", exc, backoff)
+                if not self._failing:
+                    log.warning("MLflow at %s failed (%s: %s); spooling to %s and retrying with backoff",
+                                self.tracking_uri, type(exc).__name__, str(exc)[:300], self.spool_dir)
+                    self._failing = True
+                else:
+                    log.debug("MLflow flush failed: %s (retry in %.1fs)", exc, backoff)
                 self._wake.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             self._wake.clear()
 
-    _drain_lock = threading.Lock()
+    def _count_unknown(self, where: Any) -> int:
+        """How many times an UNKNOWN error hit at `where` (this one included)."""
+        n = self._unknown[1] + 1 if self._unknown[0] == where else 1
+        self._unknown = (where, n)
+        return n
+
+    def _run_for_drain(self) -> str:
+        """The run id, creating/reopening the run; a permanent (or too often unknown) failure is fatal."""
+        try:
+            run_id = self._ensure_run()
+        except Exception as exc:
+            kind = classify_error(exc)
+            if kind == TRANSIENT or (kind == UNKNOWN and self._count_unknown("run") < self.max_unknown_attempts):
+                raise
+            self.fatal_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+            self.last_error = repr(exc)
+            log.error("MLflow run for %s cannot be %s at %s (%s); nothing more is sent. The spool is kept: fix "
+                      "the server or pass another one with `python -m trainables.tracking replay %s "
+                      "--tracking-uri URI`", self.spool_dir, "reopened" if self._run_id else "created",
+                      self.tracking_uri, self.fatal_error, self.spool_dir)
+            raise _RunUnavailable(self.fatal_error) from exc
+        if self._unknown[0] == "run":
+            self._unknown = (None, 0)
+        return run_id
 
     def _drain_once(self) -> None:
         with self._drain_lock:
+            if self.fatal_error is not None:
+                raise _RunUnavailable(self.fatal_error)
             offset = self._offset()
             path = self.spool_dir / SPOOL_FILE
             if not path.exists() or path.stat().st_size <= offset:
                 if self._run_id is None or self._resumed:
-                    self._ensure_run()
+                    self._run_for_drain()
                 return
-            run_id = self._ensure_run()
+            run_id = self._run_for_drain()
             with path.open("rb") as fh:
                 fh.seek(offset)
                 chunk = fh.read()
@@ -344,61 +432,106 @@ class RunTracker:
             pos = offset
             i = 0
             while i < len(lines):
-                op = json.loads(lines[i])
-                if op["op"] == "metrics":  # coalesce consecutive metric ops into one batch
-                    rows, j, size = list(op["data"]), i + 1, len(lines[i])
-                    while j < len(lines) and len(rows) < METRICS_PER_BATCH:
-                        nxt = json.loads(lines[j])
-                        if nxt["op"] != "metrics" or len(rows) + len(nxt["data"]) > METRICS_PER_BATCH:
-                            break
-                        rows.extend(nxt["data"])
-                        size += len(lines[j])
-                        j += 1
-                    self._send(run_id, {"op": "metrics", "data": rows})
-                    pos += size
-                    i = j
+                op, why = _parse_line(lines[i])
+                size, j = len(lines[i]), i + 1
+                if op is None:
+                    self._reject_line(lines[i], pos, why)
                 else:
-                    self._send(run_id, op)
-                    pos += len(lines[i])
-                    i += 1
+                    if op["op"] == "metrics":  # coalesce consecutive (well-formed) metric ops into one batch
+                        rows = list(op["data"])
+                        while j < len(lines) and len(rows) < METRICS_PER_BATCH:
+                            nxt, _ = _parse_line(lines[j])
+                            if nxt is None or nxt["op"] != "metrics" or len(rows) + len(nxt["data"]) > METRICS_PER_BATCH:
+                                break
+                            rows.extend(nxt["data"])
+                            size += len(lines[j])
+                            j += 1
+                        op = {"op": "metrics", "data": rows}
+                    self._deliver(run_id, op, pos)   # raises to back off (transient / unknown under its bound)
+                    self.sent_ops += 1
+                pos += size
+                i = j
                 self._set_offset(pos)
-                self.sent_ops += 1
+
+    def _deliver(self, run_id: str, op: dict[str, Any], offset: int) -> None:
+        """Send one op; reject it (and move on) when the answer is permanent or an unknown error repeats."""
+        try:
+            self._send(run_id, op)
+        except Exception as exc:
+            kind = classify_error(exc)
+            if kind == TRANSIENT:
+                raise
+            if kind == UNKNOWN:
+                n = self._count_unknown(offset)
+                if n < self.max_unknown_attempts:
+                    raise
+                self._reject(op, exc, f"unknown error, {n} attempts", level=logging.ERROR)
+            else:
+                self._deliver_items(run_id, op, exc)
+        self._unknown = (None, 0)
+
+    def _deliver_items(self, run_id: str, op: dict[str, Any], exc: BaseException) -> None:
+        """A batch refused as a whole: send its items one by one so that only the bad ones are rejected.
+        (A transient failure in the middle re-sends the whole batch later: params and tags are idempotent,
+        metric points already sent would appear twice.)"""
+        kind = op["op"]
+        if kind == "metrics" and len(op["data"]) > 1:
+            items = [{"op": kind, "data": [row]} for row in op["data"]]
+        elif kind in ("params", "tags") and len(op["data"]) > 1:
+            items = [{"op": kind, "data": {k: v}} for k, v in op["data"].items()]
+        else:
+            self._reject(op, exc, "rejected by the server")
+            return
+        for item in items:
+            try:
+                self._send(run_id, item)
+            except Exception as item_exc:
+                if classify_error(item_exc) == TRANSIENT:
+                    raise
+                self._reject(item, item_exc, "rejected by the server")
 
     def _send(self, run_id: str, op: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         client = self.client()
-        try:
-            kind = op["op"]
-            if kind == "metrics":
-                metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["data"]]
-                client.log_batch(run_id, metrics=metrics)
-            elif kind == "params":
-                items = list(op["data"].items())
-                for i in range(0, len(items), PARAMS_PER_BATCH):
-                    client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + PARAMS_PER_BATCH]])
-            elif kind == "tags":
-                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["data"].items()])
-            elif kind == "artifact":
-                if not Path(op["path"]).exists():
-                    raise FileNotFoundError(op["path"])
-                if Path(op["path"]).is_dir():
-                    client.log_artifacts(run_id, op["path"], op.get("artifact_path"))
-                else:
-                    client.log_artifact(run_id, op["path"], op.get("artifact_path"))
-            elif kind == "terminate":
-                client.set_terminated(run_id, op.get("status", "FINISHED"))
-        except FileNotFoundError as exc:
-            self._reject(op, exc)
-        except Exception as exc:
-            if _transient(exc):
-                raise
-            self._reject(op, exc)
+        kind = op["op"]
+        if kind == "metrics":
+            metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["data"]]
+            client.log_batch(run_id, metrics=metrics)
+        elif kind == "params":
+            items = list(op["data"].items())
+            for i in range(0, len(items), PARAMS_PER_BATCH):
+                client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + PARAMS_PER_BATCH]])
+        elif kind == "tags":
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["data"].items()])
+        elif kind == "artifact":
+            if not Path(op["path"]).exists():
+                raise FileNotFoundError(f"artifact file is gone: {op['path']}")
+            if Path(op["path"]).is_dir():
+                client.log_artifacts(run_id, op["path"], op.get("artifact_path"))
+            else:
+                client.log_artifact(run_id, op["path"], op.get("artifact_path"))
+        elif kind == "terminate":
+            client.set_terminated(run_id, op.get("status", "FINISHED"))
 
-    def _reject(self, op: dict[str, Any], exc: BaseException) -> None:
-        log.warning("MLflow rejected %s for run %s: %s (kept in %s)", op.get("op"), self._run_id, exc, REJECTED_FILE)
+    def _write_rejected(self, entry: dict[str, Any]) -> None:
+        self.rejected_ops += 1
         with (self.spool_dir / REJECTED_FILE).open("a") as fh:
-            fh.write(json.dumps({"error": str(exc)[:2000], "op": op}, default=str) + "\n")
+            fh.write(json.dumps(entry, default=str) + "\n")
+
+    def _reject(self, op: dict[str, Any], exc: BaseException, reason: str, level: int = logging.WARNING) -> None:
+        what = _describe(op)
+        log.log(level, "MLflow run %s: %s dropped from the spool (%s: %s: %s); kept in %s", self._run_id, what,
+                reason, type(exc).__name__, str(exc)[:500], self.spool_dir / REJECTED_FILE)
+        self._write_rejected({"time": time.time(), "run_id": self._run_id, "reason": reason,
+                              "error": f"{type(exc).__name__}: {str(exc)[:2000]}", "op": op})
+
+    def _reject_line(self, line: bytes, offset: int, why: str) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip("\n")
+        log.warning("MLflow spool %s: malformed line at byte %d skipped (%s): %.200s; kept in %s",
+                    self.spool_dir / SPOOL_FILE, offset, why, text, self.spool_dir / REJECTED_FILE)
+        self._write_rejected({"time": time.time(), "run_id": self._run_id, "reason": f"malformed spool line: {why}",
+                              "offset": offset, "line": text})
 
     def last_logged_step(self, key: str) -> int | None:
         """The highest step MLflow holds for metric `key` in this run (None: no point yet, or no run yet).
@@ -407,6 +540,48 @@ class RunTracker:
             return None
         history = _retry(lambda: self.client().get_metric_history(self._run_id, key), what="read metric history")
         return max((int(m.step) for m in history), default=None)
+
+
+_OPS = ("metrics", "params", "tags", "artifact", "terminate")
+
+
+def _parse_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """(op, "") for a well-formed spool line, else (None, why)."""
+    try:
+        op = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not JSON ({exc})"
+    if not isinstance(op, dict) or op.get("op") not in _OPS:
+        return None, f"no known 'op' (expected one of {', '.join(_OPS)})"
+    data = op.get("data")
+    kind = op["op"]
+    if kind == "metrics":
+        ok = isinstance(data, list) and all(
+            isinstance(r, list) and len(r) == 4 and isinstance(r[0], str) and isinstance(r[1], (int, float))
+            and isinstance(r[2], int) and isinstance(r[3], int) for r in data)
+        if not ok:
+            return None, "metrics 'data' must be a list of [key, value, timestamp_ms, step]"
+    elif kind in ("params", "tags"):
+        if not (isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items())):
+            return None, f"{kind} 'data' must map strings to strings"
+    elif kind == "artifact" and not isinstance(op.get("path"), str):
+        return None, "artifact without a 'path'"
+    elif kind == "terminate" and not isinstance(op.get("status", "FINISHED"), str):
+        return None, "terminate 'status' must be a string"
+    return op, ""
+
+
+def _describe(op: dict[str, Any]) -> str:
+    kind = op.get("op")
+    if kind == "metrics":
+        keys = sorted({r[0] for r in op["data"]})
+        steps = [r[3] for r in op["data"]]
+        return f"{len(op['data'])} metric point(s) {keys[:5]} at step(s) {min(steps)}..{max(steps)}"
+    if kind in ("params", "tags"):
+        return f"{kind} {dict(list(op['data'].items())[:5])}"
+    if kind == "artifact":
+        return f"artifact {op.get('path')}"
+    return f"{kind} {op.get('status', '')}".strip()
 
 
 # ----------------------------------------------------------------------------------------------- driver side
@@ -575,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for d in args.spool_dirs:
         done = replay(d, args.tracking_uri, args.timeout)
-        print(f"{d}: {'sent' if done else 'still pending'}")
+        rejected = Path(d) / REJECTED_FILE
+        n = len(rejected.read_text().splitlines()) if rejected.is_file() else 0
+        print(f"{d}: {'sent' if done else 'still pending'}" + (f"; {n} rejected operation(s) in {rejected}" if n else ""))
         ok &= done
     return 0 if ok else 1
 
