@@ -1,0 +1,107 @@
+"""Exactly-once metric history with the REAL loop in a REAL Ray trial.
+
+`python -m sweeps run` (embedded Ray, loopback MLflow server over ./mlruns) runs one trial of
+`trainables.loop.adapt` on the tiny models, checkpoint_every 10. Its worker SIGKILLs itself right after
+step 17 was handed to the callbacks (17 is not a checkpoint step), once: the marker file it writes first
+lets the retry through. The retry resumes from step 10 and replays 11..17. Afterwards MLflow holds exactly
+one point per step for every step metric, the grid of the replayed step 15 was not uploaded again, and the
+adapted generator is bitwise the generator of an uninterrupted run of the same config (CPU, one thread).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_adapt_dict
+from test_sweeps_ray import driver_log, finish, mlflow_runs, start_driver, sweep_env
+from trainables.callbacks import Callback
+from trainables.config_io import validate_config
+from trainables.loop import adapt
+
+pytestmark = pytest.mark.slow
+
+ITERATIONS, CHECKPOINT_EVERY, SAMPLE_EVERY, KILL_AT = 24, 10, 5, 17
+
+
+class _KillOnceAfter(Callback):
+    """SIGKILLs its own process after step `step` reached every earlier callback, unless `marker` exists."""
+
+    def __init__(self, step: int, marker: Path):
+        self.step, self.marker = step, marker
+
+    def on_step(self, step, metrics):
+        if step == self.step and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))   # first, so the retry survives this step
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def adapt_killed_once(cfg, callbacks=(), resume_from=None):
+    """The sweep's entrypoint: trainables.loop.adapt with the killer as the last callback."""
+    killer = _KillOnceAfter(int(os.environ["EXACTLY_ONCE_KILL_AT"]), Path(cfg.output_dir) / "killed")
+    return adapt(cfg, callbacks=[*callbacks, killer], resume_from=resume_from, progress=False)
+
+
+def _base(tiny_models) -> dict:
+    base = tiny_adapt_dict(tiny_models, Path("unused"), train__iterations=ITERATIONS,
+                           train__sample_every=SAMPLE_EVERY, train__threads=1)
+    base.pop("output_dir")
+    return base
+
+
+def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrupted_weights(tiny_models, tmp_path):
+    spec = {
+        "name": "once", "base": _base(tiny_models), "grid": {"seed": [42]}, "resources": {"cpu": 1},
+        "retries": 1, "checkpoint_every": CHECKPOINT_EVERY, "storage_path": str(tmp_path / "storage"),
+        "entrypoint": "test_exactly_once:adapt_killed_once",
+    }
+    path = tmp_path / "once.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = start_driver(tmp_path, str(path), env=sweep_env(EXACTLY_ONCE_KILL_AT=KILL_AT))
+    rc = finish(proc, 600)
+    assert rc == 0, driver_log(tmp_path)
+
+    out = tmp_path / "storage" / "once" / "trials" / "trial_000" / "adapt"
+    assert (out / "killed").is_file(), "the worker was never killed"
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    replay = list(range(CHECKPOINT_EVERY + 1, KILL_AT + 1))
+    assert logged == list(range(1, KILL_AT + 1)) + replay + list(range(KILL_AT + 1, ITERATIONS + 1)), \
+        "the loop did not replay steps 11..17 from the step-10 checkpoint"
+
+    client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "once")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    run = children[0]
+    assert run.data.tags["sweep.attempts"] == "2" and run.data.tags["sweep.resumed_from_step"] == "10"
+    keys = set(run.data.metrics)
+    assert {"train/grad_norm", "train/t", "perf/step_s"} <= keys, keys
+    for key in sorted(keys):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, ITERATIONS + 1)), f"{key}: {steps}"
+
+    # grids: every one is there; the replayed step 15's was not sent again. The store's copy was written
+    # before the replay re-rendered the local file, so it is older than that file (MLflow's local artifact
+    # repository writes a new file, with a new mtime, on every upload).
+    samples = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert samples == {"step_000005.png", "step_000010.png", "step_000015.png", "step_000020.png", "final.png"}
+    store = Path(run.info.artifact_uri.removeprefix("file://")) / "samples" / "step_000015.png"
+    assert store.stat().st_mtime_ns < (out / "samples" / "step_000015.png").stat().st_mtime_ns, \
+        "the replayed step's grid was uploaded again"
+    assert {"generator", "config"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # the same config, uninterrupted, in this process
+    ref_cfg = validate_config({**_base(tiny_models), "seed": 42, "output_dir": str(tmp_path / "reference")})
+    threads = torch.get_num_threads()
+    try:
+        reference = adapt(ref_cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(reference.generator_path)["g_ema"]
+    b = torch.load(out / "generator.pt")["g_ema"]
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"resumed weights differ from the uninterrupted run in {differ[:5]}"
