@@ -7,6 +7,7 @@ and one child run per trial with params, step metrics and artifacts.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -103,3 +105,105 @@ def test_ray_job_submit_of_a_tiny_sweep_tracks_parent_and_children(tmp_path, tin
         left = subprocess.run(["pgrep", "-f", "--", ray_tmp + "/"], capture_output=True, text=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert left.stdout.strip() == "", f"Ray processes left behind: {left.stdout}"
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+DRIVER = """
+import ray, time
+ray.init(address="127.0.0.1:{port}")
+@ray.remote
+class Holder:
+    def ping(self):
+        return 1
+h = Holder.remote()
+assert ray.get(h.ping.remote()) == 1
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _recorded(state: Path) -> list[tuple[int, str]]:
+    rows = []
+    for name in ("ray.pids", "mlflow.pids"):
+        path = state / name
+        assert path.is_file(), f"platform/local/up recorded no {name} in {state}"
+        rows += [(int(line.split()[0]), line.split()[2]) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def _tree(pids) -> dict[int, float]:
+    """pid -> create time for the given processes and all their descendants (those alive now)."""
+    out = {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                out[p.pid] = p.create_time()
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path):
+    """After `up` (plus a client driver holding a Ray actor, i.e. a worker), no LISTEN socket of the started process
+    tree is on a non-loopback address; after `down`, none of those processes is alive."""
+    ports = {k: str(free_port()) for k in ("RAY_PORT", "DASHBOARD_PORT", "DASHBOARD_AGENT_PORT",
+                                            "RAY_CLIENT_PORT", "MLFLOW_PORT")}
+    ray_tmp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
+    state = tmp_path / "state"
+    env = dict(os.environ, **ports, NUM_CPUS="1", RAY_TEMP_DIR=ray_tmp, PLATFORM_STATE_DIR=str(state),
+               MLRUNS_DIR=str(tmp_path / "mlruns"), SWEEPS_STORAGE=str(tmp_path / "sweeps"), HF_HUB_OFFLINE="1")
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        env.pop(key, None)
+    up, down = REPO / "platform" / "local" / "up", REPO / "platform" / "local" / "down"
+    driver = None
+    seen: dict[int, float] = {}
+    try:
+        out = subprocess.run([str(up)], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        recorded = _recorded(state)
+        assert any(name == "gcs_server" for _, name in recorded) and any(name == "raylet" for _, name in recorded)
+        client_server = [p for p, _ in recorded if "ray.util.client.server" in " ".join(psutil.Process(p).cmdline())]
+        assert client_server, "the Ray client server was not recorded (down would leave it running)"
+        client_env = subprocess.run(["bash", "-c", f"source {state}/env && env"], capture_output=True, text=True,
+                                    check=True).stdout
+        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in client_env and f"SWEEPS_STORAGE={tmp_path / 'sweeps'}" in client_env
+        # a client driver from the same environment: its worker (the actor) must be on loopback too
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER.format(port=ports["RAY_PORT"])], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"})
+        lines = []
+        for line in driver.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines[-30:])
+        seen = _tree([p for p, _ in recorded] + [driver.pid])
+        listening = [c for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in seen]
+        exposed = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
+                   if c.laddr.ip not in LOOPBACK]
+        assert exposed == [], f"listening beyond loopback: {exposed}"
+        bound = {c.laddr.port for c in listening}
+        assert {int(p) for p in ports.values()} <= bound, (ports, sorted(bound))   # every named service was seen
+        assert len(bound) >= len(ports) + 4, sorted(bound)   # + raylet, object manager, agents, metrics, workers
+        # Ray announces the loopback address, not the machine's
+        assert re.search(r"Local node IP\S*: \S*127\.0\.0\.1", (state / "ray_start.log").read_text())
+    finally:
+        if driver is not None:
+            driver.terminate()
+            driver.wait(30)
+        res = subprocess.run([str(down)], env=env, capture_output=True, text=True, timeout=180)
+        print(res.stdout, res.stderr)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    ray_seen = {pid: t for pid, t in seen.items() if driver is None or pid != driver.pid}
+    survivors = []
+    for pid, created in ray_seen.items():
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                survivors.append((pid, proc.name(), " ".join(proc.cmdline())[:120]))
+        except psutil.NoSuchProcess:
+            pass
+    assert ray_seen and survivors == [], f"left running after down: {survivors}"
