@@ -235,6 +235,8 @@ class _Recorder:
     """A stand-in critic (the loop is under test, not the guidance): records what it is shown and injects
     d mean(x^2)/dx, a gradient with a known sign."""
 
+    needs_frozen = True
+
     def __init__(self):
         self.train, self.selection = [], []
 

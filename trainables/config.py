@@ -8,11 +8,15 @@ YAML files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .registry import GENERATOR_KINDS, GUIDANCE
 
 Precision = Literal["fp32", "bf16", "fp16"]
+GuidanceName = Annotated[str, AfterValidator(GUIDANCE.check)]               # a registered guidance (method)
+GeneratorKindName = Annotated[str, AfterValidator(GENERATOR_KINDS.check)]    # a registered generator family
 
 
 class _Strict(BaseModel):
@@ -22,7 +26,7 @@ class _Strict(BaseModel):
 
 
 class GeneratorConfig(_Strict):
-    kind: Literal["stylegan2", "eg3d"] = "stylegan2"  # generator family
+    kind: GeneratorKindName = "stylegan2"             # generator family (trainables/registry.py)
     checkpoint: str = Field(..., min_length=1)        # .pt (rosinality), .pkl (NVlabs/EG3D) or a state dict
 
 
@@ -159,7 +163,7 @@ class AdaptConfig(_Strict):
     """One adaptation run."""
 
     name: str = "adapt"
-    method: Literal["fusion", "nada"] = "fusion"
+    method: GuidanceName = "fusion"              # the critic (trainables/registry.py): fusion | nada | module:Class
     prompt: str = Field(..., min_length=1)       # target domain text
     source_prompt: str = "photo"                 # source domain text (NADA's direction; tags)
     seed: int = 42
@@ -189,19 +193,13 @@ class AdaptConfig(_Strict):
             raise ValueError("layers.k > 0 (layer selection) is defined on StyleGAN2's W+ only; use layers.k=0 for EG3D")
         return self
 
-    # The paper's effective learning rates: Fusion 0.002 / 2 * 0.8, NADA 0.002 * 0.8.
     @property
     def learning_rate(self) -> float:
+        """optim.lr, or the method's own default (its guidance class's `default_lr`: the paper's effective
+        rates, Fusion 0.002 / 2 * 0.8 and NADA 0.002 * 0.8). Imports the guidance class (and torch)."""
         if self.optim.lr is not None:
             return self.optim.lr
-        return 0.0008 if self.method == "fusion" else 0.0016
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> AdaptConfig:
-    """Read a YAML config, apply `key=value` overrides (dotted paths), validate."""
-    from .config_io import load_config as _load
-
-    return _load(path, overrides)
+        return float(GUIDANCE.load(self.method).default_lr)
 
 
 def flatten(cfg: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:

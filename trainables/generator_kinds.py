@@ -1,6 +1,6 @@
 """What the adaptation loop and the evaluation need from a generator family, behind one small interface.
 
-    kind = generator_kind(cfg.generator.kind)        # "stylegan2" | "eg3d"
+    kind = generator_kind(cfg.generator.kind)        # "stylegan2" | "eg3d" (trainables/registry.py)
     g = kind.load(path); inputs = kind.step_inputs(g_frozen, batch, rng, truncation, device)
     x = kind.render(g, inputs, noise_mode, noise_rng)  # [B, 3, H, W] in about [-1, 1]
 
@@ -11,30 +11,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from PIL import Image
+
+from .generators import load_generator, save_rosinality
+from .generators.eg3d import (eg3d_trainable_names, front_camera, load_eg3d, orbit_cameras, render_step,
+                              sample_step_inputs, save_eg3d)
+from .generators.eg3d.formats import INTERNAL_FORMAT, read_eg3d_pickle
+from .generators.formats import CheckpointError
+from .grids import to_uint8
+from .registry import GENERATOR_KINDS
+from .trainable_set import base_trainable_names
 
 
 class StyleGAN2Kind:
     name = "stylegan2"
-    supports_layer_selection = True
 
     def load(self, path: str | Path):
-        from .generators import load_generator
-
         return load_generator(path)
 
     def save(self, g, path: str | Path) -> Path:
-        from .generators import save_rosinality
-
         save_rosinality(g, path)
         return Path(path)
 
-    def trainable_names(self, g, method: str, freeze_bias: bool) -> set[str]:
-        from .trainable_set import base_trainable_names
-
-        return base_trainable_names(g, method, freeze_bias)
+    def trainable_names(self, g, trainable_set: str, freeze_bias: bool) -> set[str]:
+        """The parameters a method trains: `trainable_set` is its guidance class's `trainable_set`."""
+        return base_trainable_names(g, trainable_set, freeze_bias)
 
     @torch.no_grad()
     def step_inputs(self, g_frozen, batch: int, rng: torch.Generator, truncation: float, device) -> torch.Tensor:
@@ -76,39 +79,27 @@ class _EG3DGrid:
 
 class EG3DKind:
     name = "eg3d"
-    supports_layer_selection = False
 
     def load(self, path: str | Path):
-        from .generators.eg3d import load_eg3d
-
         return load_eg3d(path)
 
     def save(self, g, path: str | Path) -> Path:
-        from .generators.eg3d import save_eg3d
-
         save_eg3d(g, path)
         return Path(path)
 
-    def trainable_names(self, g, method: str, freeze_bias: bool) -> set[str]:
-        from .generators.eg3d import eg3d_trainable_names
-
+    def trainable_names(self, g, trainable_set: str, freeze_bias: bool) -> set[str]:
+        """Every method trains the backbone's synthesis and the super-resolution (the authors' EG3D run)."""
         return set(eg3d_trainable_names(g, freeze_bias=freeze_bias))
 
     def step_inputs(self, g_frozen, batch: int, rng: torch.Generator, truncation: float, device):
-        from .generators.eg3d.adapt import sample_step_inputs
-
         return sample_step_inputs(g_frozen, batch, rng, truncation=truncation, device=device)
 
     def render(self, g, inputs, noise_mode: str, noise_rng: torch.Generator | None) -> torch.Tensor:
-        from .generators.eg3d.adapt import render_step
-
         return render_step(g, inputs, noise_mode=noise_mode, noise_generator=noise_rng)
 
     @torch.no_grad()
     def grid_inputs(self, g_frozen, z: torch.Tensor, truncation: float) -> _EG3DGrid:
         """One front view per latent (the comparison figure's views come from `orbit_inputs`)."""
-        from .generators.eg3d import front_camera
-
         c = front_camera(g_frozen.avg_camera_pivot, g_frozen.avg_camera_radius).reshape(1, -1)
         c = c.to(z.device).expand(z.shape[0], -1)
         return _EG3DGrid(ws=g_frozen.mapping(z, c, truncation_psi=truncation), c=c)
@@ -123,8 +114,6 @@ class EG3DKind:
     @torch.no_grad()
     def eval_inputs(self, g, z: torch.Tensor, truncation: float, first_index: int = 0) -> _EG3DGrid:
         """Fixed (z, camera) pairs: sample i is seen from orbit view i mod EVAL_VIEWS."""
-        from .generators.eg3d import orbit_cameras
-
         views = orbit_cameras(EVAL_VIEWS, g.avg_camera_pivot, g.avg_camera_radius).to(z.device)
         c = views[(torch.arange(z.shape[0]) + first_index) % EVAL_VIEWS]
         return _EG3DGrid(ws=g.mapping(z, c, truncation_psi=truncation), c=c)
@@ -132,11 +121,6 @@ class EG3DKind:
     @torch.no_grad()
     def extra_artifacts(self, g, out_dir: Path, seed: int, n_latents: int = 3, n_views: int = 9) -> list[Path]:
         """A multi-view GIF: `n_latents` fixed latents side by side, sweeping the orbit views."""
-        from PIL import Image
-
-        from .generators.eg3d import orbit_cameras
-        from .grids import to_uint8
-
         z = torch.randn(n_latents, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(g.device)
         views = orbit_cameras(n_views, g.avg_camera_pivot, g.avg_camera_radius).to(g.device)
         frames = []
@@ -152,13 +136,10 @@ class EG3DKind:
 
 
 EVAL_VIEWS = 5
-KINDS: dict[str, Any] = {"stylegan2": StyleGAN2Kind(), "eg3d": EG3DKind()}
 
 
 def detect_kind(path: str | Path) -> str:
     """'eg3d' for this project's EG3D files and EG3D network pickles, else 'stylegan2' (decided by content)."""
-    from .generators.formats import CheckpointError
-
     path = Path(path)
     with path.open("rb") as fh:
         head = fh.read(4)
@@ -167,14 +148,10 @@ def detect_kind(path: str | Path) -> str:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:
             return "stylegan2"  # let the StyleGAN2 loader produce the precise error
-        from .generators.eg3d.formats import INTERNAL_FORMAT
-
         is_eg3d = isinstance(obj, dict) and (obj.get("format") == INTERNAL_FORMAT or
                                              any(str(k).startswith("backbone.") for k in obj))
         return "eg3d" if is_eg3d else "stylegan2"
     if head[:1] == b"\x80":  # a network pickle: EG3D's name a TriPlaneGenerator
-        from .generators.eg3d.formats import read_eg3d_pickle
-
         try:
             g_ema = read_eg3d_pickle(path).get("G_ema")
         except CheckpointError:
@@ -190,7 +167,5 @@ def load_any(path: str | Path):
 
 
 def generator_kind(name: str):
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise ValueError(f"generator.kind {name!r} is not one of {sorted(KINDS)}") from None
+    """The generator family `name` names (trainables/registry.py, GENERATOR_KINDS), instantiated."""
+    return GENERATOR_KINDS.load(name)()

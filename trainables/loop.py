@@ -27,6 +27,8 @@ from .config import AdaptConfig
 from .config_io import dump_config
 from .generator_kinds import generator_kind
 from .grids import save_rows
+from .guidance import build_guidance
+from .registry import GUIDANCE
 from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names
 
 KEEP_CHECKPOINTS = 2
@@ -45,11 +47,9 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def build_guidance(cfg: AdaptConfig, device: torch.device):
+def prepared_guidance(cfg: AdaptConfig, device: torch.device):
     """The critic of the configured method (frozen networks loaded, text embeddings prepared once)."""
-    from .guidance import build_guidance as _build
-
-    guide = _build(cfg, device)
+    guide = build_guidance(cfg, device)
     guide.prepare(prompt=cfg.prompt, source_prompt=cfg.source_prompt)
     return guide
 
@@ -137,7 +137,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     kind = generator_kind(cfg.generator.kind)
     g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
     g_train = copy.deepcopy(g_frozen)
-    set_trainable(g_train, kind.trainable_names(g_train, cfg.method, cfg.optim.freeze_bias))
+    set_trainable(g_train, kind.trainable_names(g_train, GUIDANCE.load(cfg.method).trainable_set, cfg.optim.freeze_bias))
     # Adam over every generator parameter; requires_grad decides which ones get gradients (and steps).
     optimizer = torch.optim.Adam(g_train.parameters(), lr=cfg.learning_rate, betas=(cfg.optim.beta1, cfg.optim.beta2))
 
@@ -151,7 +151,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
         noise_rng.set_state(state["extra"]["noise_rng"].cpu())
         start = int(state["step"])
 
-    guide = guidance if guidance is not None else build_guidance(cfg, device)
+    guide = guidance if guidance is not None else prepared_guidance(cfg, device)
     sampler = _Sampler(cfg, kind, g_frozen, device)
     selection_names = synthesis_names(g_train) if cfg.layers.k > 0 and cfg.layers.unselected == "zero_grad" else set()
     cbs.on_start(start, cfg)
@@ -163,8 +163,10 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
         tic = time.perf_counter()
         inputs = kind.step_inputs(g_frozen, cfg.train.batch_size, rng, cfg.train.truncation, device)
         noise = _StepNoise(cfg.train.noise_mode, noise_rng, device)
-        with torch.no_grad():
-            x_frozen = kind.render(g_frozen, inputs, noise.mode, noise.generator())
+        x_frozen = None
+        if getattr(guide, "needs_frozen", True):   # no frozen forward when nothing reads it (SDS alone)
+            with torch.no_grad():
+                x_frozen = kind.render(g_frozen, inputs, noise.mode, noise.generator())
         t = int(guide.sample_timestep(rng))
 
         if cfg.layers.k > 0:

@@ -18,10 +18,19 @@ from .generators.groups import (fusion_trainable_names, nada_training_layers, na
 __all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable", "synthesis_names"]
 
 
-def base_trainable_names(g: torch.nn.Module, method: str, freeze_bias: bool) -> set[str]:
-    if method == "fusion":
-        return set(fusion_trainable_names(g, freeze_bias=freeze_bias))
-    return set(names_of_layers(g, nada_training_layers(g), freeze_bias=freeze_bias))
+# The trainable sets a guidance class can ask for by name (its `trainable_set`).
+TRAINABLE_SETS = {
+    "fusion": lambda g, freeze_bias: fusion_trainable_names(g, freeze_bias=freeze_bias),
+    "nada": lambda g, freeze_bias: names_of_layers(g, nada_training_layers(g), freeze_bias=freeze_bias),
+}
+
+
+def base_trainable_names(g: torch.nn.Module, trainable_set: str, freeze_bias: bool) -> set[str]:
+    """The StyleGAN2 parameters of the named set (without layer selection)."""
+    try:
+        return set(TRAINABLE_SETS[trainable_set](g, freeze_bias))
+    except KeyError:
+        raise ValueError(f"unknown trainable set {trainable_set!r}: one of {sorted(TRAINABLE_SETS)}") from None
 
 
 def synthesis_names(g: torch.nn.Module) -> set[str]:

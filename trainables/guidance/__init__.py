@@ -2,8 +2,14 @@
 
     FusionGuidance   Stable Diffusion score distillation + directional / reconstruction / LPIPS regularizers
     NadaGuidance     StyleGAN-NADA's directional CLIP loss
-    build_guidance   the object an AdaptConfig asks for (cfg.method)
+    build_guidance   the critic an AdaptConfig's `method` names (trainables/registry.py, GUIDANCE)
+
+Every guidance class offers `from_config(cfg: AdaptConfig, device)`, `default_lr` (the method's learning rate
+when `optim.lr` is unset), `trainable_set` (which generator parameters the method trains, by name of a set the
+generator kinds know), `needs_frozen` (whether `backward` reads the frozen render) and the step API
+`prepare / sample_timestep / backward / selection_backward`.
 """
+from ..registry import GUIDANCE
 from .fusion import FusionGuidance, inject_gradient
 from .nada import NadaGuidance
 
@@ -11,10 +17,5 @@ __all__ = ["FusionGuidance", "NadaGuidance", "inject_gradient", "build_guidance"
 
 
 def build_guidance(cfg, device="cpu"):
-    """`FusionGuidance(cfg.guidance, cfg.reg, device)` or `NadaGuidance(cfg.nada, device)` by `cfg.method`
-    (an AdaptConfig); `prepare` is left to the caller."""
-    if cfg.method == "fusion":
-        return FusionGuidance(cfg.guidance, cfg.reg, device)
-    if cfg.method == "nada":
-        return NadaGuidance(cfg.nada, device)
-    raise ValueError(f"unknown method {cfg.method!r} (fusion or nada)")
+    """The guidance object `cfg.method` names (an AdaptConfig), built from the config; `prepare` is left to the caller."""
+    return GUIDANCE.load(cfg.method).from_config(cfg, device)

@@ -124,6 +124,13 @@ class FusionGuidance:
     `model` / `lpips` may be passed in (tests, benchmarks, sharing one model between objects).
     """
 
+    default_lr = 0.002 / 2 * 0.8     # train.py: lr 0.002, halved for diffusion, x g_reg_ratio 0.8
+    trainable_set = "fusion"         # the styled convs' weights (generators/groups.py::fusion_trainable_names)
+
+    @classmethod
+    def from_config(cls, cfg, device: str | torch.device = "cpu") -> "FusionGuidance":
+        return cls(cfg.guidance, cfg.reg, device)
+
     def __init__(self, guidance_cfg: "DiffusionGuidanceConfig", reg_cfg: "RegularizerConfig | None" = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None, *,
                  model: FrozenDiffusion | None = None, lpips: "LpipsRegularizer | None" = None,
@@ -178,6 +185,11 @@ class FusionGuidance:
         return self._step(x_train, x_frozen, int(t), rng, sds_only=True)
 
     # -------------------------------------------------------------- internals
+    @property
+    def needs_frozen(self) -> bool:
+        """Whether `backward` reads the frozen generator's render (only the regularizers do)."""
+        return self.uses_directional or self.uses_reconstruction or self.uses_lpips
+
     @property
     def uses_directional(self) -> bool:
         return self.reg.directional.weight > 0

@@ -44,6 +44,14 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class NadaGuidance:
     """Directional CLIP loss over one or more open_clip models (same API as FusionGuidance)."""
 
+    default_lr = 0.002 * 0.8         # train.py: lr 0.002 x g_reg_ratio 0.8
+    trainable_set = "nada"           # const, conv1 and every conv, whole (generators/groups.py::nada_training_layers)
+    needs_frozen = True              # the image direction is E(x_train) - E(x_frozen)
+
+    @classmethod
+    def from_config(cls, cfg, device: str | torch.device = "cpu") -> "NadaGuidance":
+        return cls(cfg.nada, device)
+
     def __init__(self, nada_cfg: "NadaConfig", device: str | torch.device = "cpu",
                  dtype: torch.dtype | str | None = None, *,
                  models: list[tuple[LoadedClip, float]] | None = None):

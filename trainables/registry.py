@@ -1,0 +1,64 @@
+"""Named components, registered by import path and resolved when built (no torch import to validate a name).
+
+    GUIDANCE.names()                     # ('fusion', 'nada'): what `method` accepts
+    GUIDANCE.check("fusion")             # validates a config value, naming the field and the choices
+    cls = GUIDANCE.load(cfg.method)      # imports trainables.guidance.fusion and returns FusionGuidance
+
+Each registry lists its built-in components below, one line each: adding a component is its own file plus one
+`add(...)` line here (or a call of `add` from a user's package before the config is validated). A value of
+the form 'package.module:Name' is accepted too, so a researcher's own component needs no edit of this file.
+Registration by path keeps `AdaptConfig` validation (and so `python -m sweeps validate`) free of torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+class UnknownComponentError(ValueError):
+    """A config names a component no registry knows."""
+
+
+class Registry:
+    def __init__(self, field: str, kind: str):
+        self.field = field          # the config field that selects from this registry ('method')
+        self.kind = kind            # what its entries are ('guidance')
+        self._paths: dict[str, str] = {}
+
+    def add(self, name: str, target: str) -> None:
+        """Register `name` -> 'package.module:Name' (imported only when built)."""
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} must be 'package.module:Name'")
+        self._paths[name] = target
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._paths)
+
+    def check(self, name: str) -> str:
+        """`name` if registered or of the form 'module:Name'; otherwise a clear error (for config validators)."""
+        if name in self._paths or (":" in name and all(name.partition(":")[::2])):
+            return name
+        choices = " or ".join(repr(n) for n in self._paths)
+        raise UnknownComponentError(
+            f"{self.field} {name!r} is not a registered {self.kind}: must be {choices}, or 'package.module:Name' "
+            f"of your own (see trainables/registry.py)")
+
+    def load(self, name: str) -> Any:
+        target = self._paths.get(name, self.check(name))
+        module, _, attr = target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownComponentError(f"{self.field} {name!r}: cannot import {target} ({exc})") from exc
+
+
+# What `method` selects: the critic that injects gradients into the generator's output.
+GUIDANCE = Registry("method", "guidance")
+GUIDANCE.add("fusion", "trainables.guidance.fusion:FusionGuidance")
+GUIDANCE.add("nada", "trainables.guidance.nada:NadaGuidance")
+
+# What `generator.kind` selects: how a generator family loads, renders, trains and saves.
+GENERATOR_KINDS = Registry("generator.kind", "generator kind")
+GENERATOR_KINDS.add("stylegan2", "trainables.generator_kinds:StyleGAN2Kind")
+GENERATOR_KINDS.add("eg3d", "trainables.generator_kinds:EG3DKind")
