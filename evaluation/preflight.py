@@ -69,7 +69,7 @@ def evaluation_problems(cfg: EvalConfig, prompts: Iterable[str] | None = None) -
     def attempt(field: str, fn, *args) -> None:
         try:
             fn(*args)
-        except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every problem is listed, none stops the others' checks
             problems.append(f"{field}: {exc}")
 
     if cfg.fid.enabled:
