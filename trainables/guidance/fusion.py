@@ -19,8 +19,9 @@ Two engines, one meaning (docs/engine.md):
     reference  the paper code's pass structure in fp32: separate VAE encodes (SDS, image-clamp re-encode,
                regularizer encodes of train and frozen), one UNet call per prediction group, one backward
                through the generator per term.
-    fast       one VAE encode of cat[x_train, x_frozen], one UNet call for every prediction of the step,
-               all terms summed at the image and ONE backward through the generator; configured precision.
+    fast       one VAE encode per image (train rows with graph, frozen rows without), one UNet call for
+               every prediction of the step, all terms summed at the image and ONE backward through the
+               generator; configured precision.
 """
 from __future__ import annotations
 
@@ -311,17 +312,17 @@ class FusionGuidance:
             inject_gradient(self._lpips_loss(xf, x, metrics))
         return metrics
 
-    # fast: same quantities, one encode, one UNet call, one generator backward
+    # fast: same quantities, one encode per image, one UNet call, one generator backward
     def _step_fast(self, x_train, x_frozen, t, rng, do_reg, do_lpips):
         m, s, metrics = self.model, self.cfg.cfg_scale, {}
         b = x_train.shape[0]
         x = m.prepare_images(x_train)                                    # eq. (1)
         xf = m.prepare_images(x_frozen).detach() if (do_reg or do_lpips) else None
+        z = m.encode(x)                                                  # train rows: with graph
+        z_o = None
         if do_reg:
-            z_all = m.encode(torch.cat([x, xf]))                         # ONE encode [train; frozen]
-            z, z_o = z_all[:b], z_all[b:].detach()
-        else:
-            z, z_o = m.encode(x), None
+            with torch.no_grad():                                        # frozen rows: no graph, no VJP
+                z_o = m.encode(xf)
         zd = z.detach()
         eps = self._noise(z.shape, rng)
         groups = [m.add_noise(zd, eps, t)]                               # SDS latents
