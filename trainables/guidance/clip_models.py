@@ -1,21 +1,33 @@
 """open_clip model loading (NADA's critic, the CLIP score) with offline-aware, actionable errors.
 
-`load_open_clip(name, pretrained)`:
+`load_open_clip(name, pretrained, quick_gelu=None)`:
     name        open_clip model name ('ViT-B-32'), a JSON model config file, or a directory holding
                 `open_clip_config.json` (HF-hub layout: {"model_cfg": ..., "preprocess_cfg": ...}) or
                 `<stem>.json`; custom configs are registered with open_clip under their stem.
-    pretrained  open_clip tag ('openai' -> QuickGELU is applied by open_clip), a local weights file
-                (.pt/.pth/.bin/.safetensors), or None / '' / 'none' (random init; a directory's own
-                weights file when present).
+    pretrained  open_clip tag ('openai'), a local weights file (.pt/.pth/.bin/.safetensors), or
+                None / '' / 'none' (random init; a directory's own weights file when present).
+    quick_gelu  None = the activation the weights were trained with (`resolve_quick_gelu`); True/False
+                forces it (an error when it contradicts open_clip's metadata for a known tag).
+
+Activation rule (`resolve_quick_gelu`): open_clip 3.x builds 'ViT-B-32' / 'ViT-B-16' with nn.GELU even for
+pretrained='openai' and only warns, although OpenAI's weights were trained with QuickGELU (x*sigmoid(1.702x)).
+Here the build follows the weights: QuickGELU when the model config says so OR open_clip's pretrained cfg
+for the tag says `quick_gelu=True` (open_clip only ever annotates True, so a missing flag is no evidence of
+GELU). A weights file in the HF cache of a known tag's hub repo counts as that tag. An unrecognised weights
+file keeps the config's activation, with a `QuickGeluMismatchWarning` when the same architecture has
+QuickGELU-trained tags and the build is GELU (the file may hold those weights; the fix is named).
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +46,17 @@ class ClipWeightsNotFoundError(ModelNotFoundError):
     """open_clip weights for a (model, pretrained) pair are neither local nor downloadable here."""
 
 
+class QuickGeluMismatchError(ValueError):
+    """An explicit activation choice contradicts what open_clip's metadata says the weights were trained with."""
+
+
+class QuickGeluMismatchWarning(UserWarning):
+    """A weights file of unknown origin may need the other activation (QuickGELU vs GELU)."""
+
+
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class LoadedClip:
     model: torch.nn.Module               # frozen, eval, requires_grad False
@@ -44,6 +67,18 @@ class LoadedClip:
     name: str                            # open_clip model name as registered
     pretrained: str                      # tag or weights path ('' = random init)
     interpolation: str = "bicubic"       # resize mode used by preprocess_differentiable
+    resize_mode: str = "shortest"        # open_clip eval transform: shortest | longest | squash
+    quick_gelu: bool = False             # the activation the model was built with (QuickGELU vs nn.GELU)
+    activation_reason: str = ""          # why (`resolve_quick_gelu`), for logs and error messages
+
+    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
+        """open_clip's evaluation preprocessing for PIL images (what `create_model_and_transforms` returns
+        as `preprocess`): resize (bicubic, antialiased on PIL), centre crop, to tensor, normalise."""
+        import open_clip
+
+        return open_clip.image_transform(self.image_size, is_train=False, mean=self.image_mean,
+                                         std=self.image_std, resize_mode=self.resize_mode,
+                                         interpolation=self.interpolation)
 
     def encode_image(self, images_m11: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in [-1,1] -> unnormalised image embeddings [B, D] (differentiable)."""
@@ -150,8 +185,119 @@ def _tag_cached(model_name: str, pretrained: str) -> bool | None:
     return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
 
 
-def _resolve(name: str, pretrained: str | None) -> tuple[str, str, bool]:
-    """(registered model name, weights tag or file or '', is_file); raises when not loadable here."""
+@functools.lru_cache(maxsize=1)
+def _hub_repo_tags() -> dict[str, list[tuple[str, str, bool]]]:
+    """HF-hub repo id -> [(model, tag, tag quick_gelu)] over open_clip's pretrained registry."""
+    import open_clip
+
+    out: dict[str, list[tuple[str, str, bool]]] = {}
+    for model, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(model, tag)
+        hub = (cfg.get("hf_hub") or "").strip("/")
+        if hub.count("/") >= 1:
+            repo = "/".join(hub.split("/")[:2])
+            out.setdefault(repo, []).append((model, tag, bool(cfg.get("quick_gelu", False))))
+    return out
+
+
+def _arch_key(model_cfg: dict) -> str:
+    """The architecture without the activation choice (to find built-ins a custom config copies)."""
+    return json.dumps({k: v for k, v in model_cfg.items() if k != "quick_gelu"}, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=1)
+def _quickgelu_tags_by_arch() -> dict[str, list[str]]:
+    """architecture key -> ['model:tag', ...] of open_clip's tags trained with QuickGELU."""
+    import open_clip
+
+    out: dict[str, list[str]] = {}
+    for model, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_model_config(model)
+        if cfg and open_clip.get_pretrained_cfg(model, tag).get("quick_gelu", False):
+            out.setdefault(_arch_key(cfg), []).append(f"{model}:{tag}")
+    return out
+
+
+def _hub_tag_of_file(path: str) -> tuple[str, list[tuple[str, str, bool]]] | None:
+    """(repo, its open_clip tags) when `path` lies in an HF-cache snapshot of a known tag's hub repo."""
+    p = Path(path).expanduser()
+    for part in p.absolute().parts + p.resolve().parts:   # snapshot files are symlinks into blobs/
+        if part.startswith("models--"):
+            repo = part[len("models--"):].replace("--", "/", 1)
+            if repo in _hub_repo_tags():
+                return repo, _hub_repo_tags()[repo]
+    return None
+
+
+def resolve_quick_gelu(model_name: str, pretrained: str | None, quick_gelu: bool | None = None) -> tuple[bool, str]:
+    """(build with QuickGELU?, reason) for a registered open_clip model and a tag / weights file / ''.
+
+    Rule (see the module docstring): known tag -> config flag OR the tag's `quick_gelu`; weights file in a
+    known tag's HF-cache repo -> the same with that repo's tags; other file or random init -> the config's
+    flag (or `quick_gelu` when given), warning for a GELU build of an architecture with QuickGELU tags."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model '{model_name}' (register its config first)")
+    cfg_qg = bool(cfg.get("quick_gelu", False))
+    tag = (pretrained or "").strip()
+    known: list[tuple[str, str, bool]] = []
+    source = ""
+    if tag and open_clip.pretrained.is_pretrained_cfg(model_name, tag):
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        known = [(model_name, tag, bool(tag_cfg.get("quick_gelu", False)))]
+        source = f"open_clip's pretrained cfg for '{model_name}:{tag}'"
+    elif tag:
+        hit = _hub_tag_of_file(tag)
+        if hit is not None:
+            repo, known = hit
+            source = f"the weights file lies in the HF cache of '{repo}' (open_clip tags " \
+                     f"{', '.join(f'{m}:{t}' for m, t, _ in known)})"
+    if known:
+        # weights trained with QuickGELU when open_clip says so for the tag, or the config itself says so
+        tag_qg = any(q for _, _, q in known)
+        needed = cfg_qg or tag_qg
+        reason = f"{'QuickGELU' if needed else 'nn.GELU'}: {source} " \
+                 f"(quick_gelu={tag_qg}), model config quick_gelu={cfg_qg}"
+        if quick_gelu is not None and quick_gelu != needed:
+            want, other = ("QuickGELU", "nn.GELU") if needed else ("nn.GELU", "QuickGELU")
+            raise QuickGeluMismatchError(
+                f"quick_gelu={quick_gelu} contradicts the weights of '{model_name}' / '{tag}': {source} says they "
+                f"were trained with {want}, so a {other} build gives silently wrong embeddings. Fix: drop the "
+                f"quick_gelu override (the loader then builds {want})"
+                + (f", or use the model name '{model_name}-quickgelu'" if needed and not model_name.endswith("-quickgelu") else "")
+                + ".")
+        return needed, reason
+    if quick_gelu is not None:
+        return quick_gelu, f"{'QuickGELU' if quick_gelu else 'nn.GELU'}: explicit quick_gelu={quick_gelu}"
+    reason = f"{'QuickGELU' if cfg_qg else 'nn.GELU'}: model config '{model_name}' quick_gelu={cfg_qg}"
+    if tag and not cfg_qg:
+        siblings = _quickgelu_tags_by_arch().get(_arch_key(cfg), [])
+        if siblings:
+            warnings.warn(
+                f"open_clip model '{model_name}' is built with nn.GELU for the weights file '{tag}', but this "
+                f"architecture's pretrained weights {', '.join(siblings[:6])}{' ...' if len(siblings) > 6 else ''} "
+                f"were trained with QuickGELU. If the file holds one of those (e.g. OpenAI's CLIP), a GELU build "
+                f"gives silently wrong embeddings: pass the tag instead of the file (pretrained='{siblings[0].split(':')[1]}'), "
+                f"or use the model name '{model_name}-quickgelu' (or quick_gelu=True). If the file was trained with "
+                f"GELU, confirm it with quick_gelu=False (load_open_clip argument; evaluation config "
+                f"`clip.models[].quick_gelu: false`).",
+                QuickGeluMismatchWarning, stacklevel=3)
+    return cfg_qg, reason
+
+
+@dataclass
+class _Resolved:
+    model_name: str      # registered open_clip model name
+    tag: str             # weights tag or file or '' (random init)
+    is_file: bool
+    quick_gelu: bool     # the activation to build
+    reason: str          # why (resolve_quick_gelu)
+
+
+def _resolve(name: str, pretrained: str | None, quick_gelu: bool | None = None) -> _Resolved:
+    """Model name, weights and activation; raises when not loadable here."""
     import open_clip
 
     model_name = _register_config(name)
@@ -172,27 +318,72 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str, bool]:
                              f"(known: {open_clip.list_pretrained_tags_by_model(model_name)})")
         if _offline() and _tag_cached(model_name, tag) is False:
             raise _missing_weights_error(model_name, tag, None)
-    return model_name, tag, is_file
+    qg, reason = resolve_quick_gelu(model_name, tag, quick_gelu)
+    return _Resolved(model_name, tag, is_file, qg, reason)
 
 
-def check_open_clip(name: str, pretrained: str | None) -> str:
+def check_open_clip(name: str, pretrained: str | None, quick_gelu: bool | None = None) -> str:
     """Cheap availability check (no model is built); returns the registered model name."""
-    return _resolve(name, pretrained)[0]
+    return _resolve(name, pretrained, quick_gelu).model_name
+
+
+def built_quick_gelu(model: torch.nn.Module) -> bool | None:
+    """True/False when the model's transformer MLPs use QuickGELU / nn.GELU; None when it has neither."""
+    from open_clip.transformer import QuickGELU
+
+    kinds = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+    return None if not kinds else QuickGELU in kinds
+
+
+class _ActivationBuildError(RuntimeError):
+    pass
+
+
+def _create(model_name: str, weights: str, r: _Resolved, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """open_clip.create_model with the resolved activation; weights '' = random init."""
+    import open_clip
+
+    cfg_qg = bool(open_clip.get_model_config(model_name).get("quick_gelu", False))
+    # force_quick_gelu sets the config flag before open_clip's own tag check (so it does not warn);
+    # turning QuickGELU off for a QuickGELU config needs the constructor override
+    extra = {"quick_gelu": False} if (cfg_qg and not r.quick_gelu) else {}
+    model = open_clip.create_model(model_name, pretrained=weights or None, device=device, pretrained_text=False,
+                                   require_pretrained=bool(weights), force_quick_gelu=r.quick_gelu, **extra)
+    built = built_quick_gelu(model)
+    if built is not None and built != r.quick_gelu:   # e.g. timm towers ignore the flag
+        raise _ActivationBuildError(
+            f"open_clip built '{model_name}' with {'QuickGELU' if built else 'nn.GELU'} although {r.reason}; "
+            f"this model cannot be built with the activation its weights need")
+    return model
+
+
+def build_open_clip_architecture(name: str, pretrained: str | None, quick_gelu: bool | None = None,
+                                 device: str | torch.device = "cpu") -> tuple[torch.nn.Module, str]:
+    """The model `load_open_clip(name, pretrained)` would build, with random weights and nothing loaded or
+    downloaded (to inspect the architecture, e.g. the activation); returns (model, activation reason).
+    device='meta' builds it without allocating or initialising parameters (milliseconds for ViT-B-32)."""
+    model_name = _register_config(name)
+    tag = "" if (pretrained or "").strip().lower() in ("", "none") else pretrained.strip()
+    qg, reason = resolve_quick_gelu(model_name, tag, quick_gelu)
+    with torch.device(device):   # parameters are created on `device` (meta: no memory, no init cost)
+        model = _create(model_name, "", _Resolved(model_name, tag, False, qg, reason), device)
+    return model, reason
 
 
 def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> LoadedClip:
-    """Build an open_clip model, frozen and in eval mode; see the module docstring for `name`/`pretrained`."""
+                   dtype: torch.dtype = torch.float32, quick_gelu: bool | None = None) -> LoadedClip:
+    """Build an open_clip model, frozen and in eval mode; see the module docstring for the arguments."""
     import open_clip
 
-    model_name, tag, is_file = _resolve(name, pretrained)
+    r = _resolve(name, pretrained, quick_gelu)
+    model_name, tag, is_file = r.model_name, r.tag, r.is_file
     try:
-        model = open_clip.create_model(model_name, pretrained=tag or None, device=device,
-                                       pretrained_text=False, require_pretrained=bool(tag))
+        model = _create(model_name, tag, r, device)
     except (RuntimeError, FileNotFoundError, OSError) as exc:
-        if is_file:
+        if is_file or isinstance(exc, _ActivationBuildError):
             raise
         raise _missing_weights_error(model_name, tag, exc) from exc
+    log.info("open_clip %s / %s: %s", model_name, tag or "random init", r.reason)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     pcfg = open_clip.get_model_preprocess_cfg(model)
     size = pcfg.get("size", 224)
@@ -206,6 +397,9 @@ def load_open_clip(name: str, pretrained: str | None, device: str | torch.device
         name=model_name,
         pretrained=tag,
         interpolation=pcfg.get("interpolation", "bicubic"),
+        resize_mode=pcfg.get("resize_mode", "shortest"),
+        quick_gelu=r.quick_gelu,
+        activation_reason=r.reason,
     )
 
 
