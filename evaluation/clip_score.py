@@ -1,21 +1,36 @@
-"""CLIP score: 100 x cos(image embedding, prompt embedding), averaged over the samples, with open_clip.
+"""CLIP score with open_clip: the CLIPScore convention, plus the raw mean cosine under its own name.
 
-The paper does not publish its implementation; this is the common definition (no clamping at 0, unlike
-torchmetrics' CLIPScore which reports max(100 cos, 0)). Images are the saved PNGs, preprocessed exactly as
-NADA's CLIP loss sees generator output (`trainables.guidance.clip_models.preprocess_differentiable`:
-resize shorter side, centre crop, normalise). The prompt is tokenised once, without templates. The model
-name and pretrained tag are logged with every number (`eval.clip.model`, `eval.clip.pretrained`).
+    cos_i      = cos(E_img(preprocess(PNG_i)), E_txt(prompt))           per matched image-prompt pair
+    clip_score = mean_i 100 * max(cos_i, 0)     (CLIPScore, Hessel et al. 2021, with w = 100 as in
+                                                 torchmetrics' CLIPScore) -> `eval/clip_score`
+    raw        = mean_i 100 * cos_i             (no clamp)              -> `eval/clip_score_raw`
+The paper does not publish its implementation; the CLIPScore convention is the common one (docs/evaluation.md).
+Images: the saved PNGs as PIL images through the model's own evaluation transform (open_clip's
+`image_transform(..., is_train=False)`: bicubic antialiased resize, centre crop, normalise), as other
+CLIP-score tools do -- not NADA's differentiable training preprocessing. The prompt is tokenised once,
+without templates. The model is built with the activation its weights were trained with
+(`trainables.guidance.clip_models.resolve_quick_gelu`: QuickGELU for OpenAI's weights). The model name and
+pretrained tag are logged with every number (`eval.clip.model`, `eval.clip.pretrained`).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from .sampling import list_images, load_images, resolve_device
+from .sampling import list_images, resolve_device
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    score: float          # mean 100 * max(cos, 0)   (CLIPScore convention)
+    raw: float            # mean 100 * cos           (no clamp)
+    num_images: int
 
 
 def metric_suffix(name: str, pretrained: str) -> str:
@@ -26,55 +41,72 @@ def metric_suffix(name: str, pretrained: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(name).stem}-{tag}" if tag else Path(name).stem)
 
 
-def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", precision: str = "fp32"):
+def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", precision: str = "fp32",
+              quick_gelu: bool | None = None):
     from trainables.guidance.clip_models import load_open_clip
 
-    return load_open_clip(name, pretrained, device=device, dtype=_DTYPES[precision])
+    return load_open_clip(name, pretrained, device=device, dtype=_DTYPES[precision], quick_gelu=quick_gelu)
+
+
+def score_from_cosines(cos: torch.Tensor) -> ClipScore:
+    """CLIPScore convention 100 * max(cos, 0) averaged, and the raw 100 * cos average, from per-image cosines."""
+    cos = cos.double()
+    return ClipScore(score=float(100.0 * cos.clamp(min=0).mean()), raw=float(100.0 * cos.mean()),
+                     num_images=int(cos.numel()))
 
 
 @torch.no_grad()
-def clip_score_images(images_01: torch.Tensor, prompt: str, loaded, batch_size: int = 32) -> tuple[float, torch.Tensor]:
-    """Mean 100 x cos(image, prompt) for images [N,3,H,W] in [0,1]; returns (mean, per-image scores)."""
-    from trainables.guidance.clip_models import preprocess_differentiable
-
+def clip_cosines(paths: list[Path], prompt: str, loaded, batch_size: int = 32) -> torch.Tensor:
+    """cos(E_img(eval_transform(PNG)), E_txt(prompt)) per image, float32 [N], CPU."""
     dev = next(loaded.model.parameters()).device
+    dtype = next(loaded.model.parameters()).dtype
+    transform = loaded.eval_transform()
     text = loaded.model.encode_text(loaded.tokenizer([prompt]).to(dev)).float()
     text = text / text.norm(dim=-1, keepdim=True)
-    scores = []
-    for start in range(0, len(images_01), batch_size):
-        x = images_01[start : start + batch_size].to(dev) * 2.0 - 1.0      # [0,1] -> [-1,1]
-        emb = loaded.model.encode_image(preprocess_differentiable(x, loaded)).float()
+    out = []
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for p in paths[start : start + batch_size]:
+            with Image.open(p) as im:
+                batch.append(transform(im.convert("RGB")))
+        emb = loaded.model.encode_image(torch.stack(batch).to(dev, dtype)).float()
         emb = emb / emb.norm(dim=-1, keepdim=True)
-        scores.append(100.0 * (emb @ text.T).squeeze(-1).cpu())
-    per_image = torch.cat(scores)
-    return float(per_image.mean()), per_image
+        out.append((emb @ text.T).squeeze(-1).cpu())
+    return torch.cat(out)
+
+
+def clip_score_folder_stats(folder: str | Path, prompt: str, name: str = "ViT-B-32", pretrained: str = "openai",
+                            device: str = "auto", num_images: int | None = None, batch_size: int = 32,
+                            precision: str = "fp32", loaded=None, quick_gelu: bool | None = None) -> ClipScore:
+    """CLIP score (both conventions) of the PNGs in a folder (the first `num_images` in name order)."""
+    dev = resolve_device(device)
+    loaded = loaded or load_clip(name, pretrained, dev, precision, quick_gelu)
+    paths = list_images(folder)[:num_images]
+    if not paths:
+        raise FileNotFoundError(f"no PNG images in {folder}")
+    return score_from_cosines(clip_cosines(paths, prompt, loaded, batch_size))
 
 
 def clip_score_folder(folder: str | Path, prompt: str, name: str = "ViT-B-32", pretrained: str = "openai",
                       device: str = "auto", num_images: int | None = None, batch_size: int = 32,
-                      precision: str = "fp32", loaded=None) -> float:
-    """CLIP score of the PNGs in a folder (the first `num_images` in name order)."""
-    dev = resolve_device(device)
-    loaded = loaded or load_clip(name, pretrained, dev, precision)
-    paths = list_images(folder)[:num_images]
-    if not paths:
-        raise FileNotFoundError(f"no PNG images in {folder}")
-    total, count = 0.0, 0
-    for start in range(0, len(paths), 64):   # bounded memory: 64 x 3 x 512 x 512 float32 = 200 MB
-        chunk = load_images(paths[start : start + 64])
-        mean, _ = clip_score_images(chunk, prompt, loaded, batch_size=batch_size)
-        total += mean * len(chunk)
-        count += len(chunk)
-    return total / count
+                      precision: str = "fp32", loaded=None, quick_gelu: bool | None = None) -> float:
+    """CLIP score, CLIPScore convention (mean 100 * max(cos, 0)), of the PNGs in a folder."""
+    return clip_score_folder_stats(folder, prompt, name, pretrained, device, num_images, batch_size, precision,
+                                   loaded, quick_gelu).score
 
 
 def clip_scores(folder: str | Path, prompt: str, cfg) -> dict[str, float]:
-    """Every configured model: `eval/clip_score` is the first; each also as `eval/clip_score/<model>-<tag>`."""
+    """Every configured model. The first model: `eval/clip_score` (CLIPScore convention) and
+    `eval/clip_score_raw` (mean 100 cos); every model also as `eval/clip_score/<model>-<tag>` and
+    `eval/clip_score_raw/<model>-<tag>`."""
     out: dict[str, float] = {}
     for i, spec in enumerate(cfg.clip.models):
-        score = clip_score_folder(folder, prompt, spec.name, spec.pretrained, cfg.device, cfg.clip.num_images,
-                                  cfg.batch_size, cfg.clip.precision)
+        s = clip_score_folder_stats(folder, prompt, spec.name, spec.pretrained, cfg.device, cfg.clip.num_images,
+                                    cfg.batch_size, cfg.clip.precision, quick_gelu=spec.quick_gelu)
         if i == 0:
-            out["eval/clip_score"] = score
-        out[f"eval/clip_score/{metric_suffix(spec.name, spec.pretrained)}"] = score
+            out["eval/clip_score"] = s.score
+            out["eval/clip_score_raw"] = s.raw
+        suffix = metric_suffix(spec.name, spec.pretrained)
+        out[f"eval/clip_score/{suffix}"] = s.score
+        out[f"eval/clip_score_raw/{suffix}"] = s.raw
     return out

@@ -60,10 +60,14 @@ class FidConfig(_Strict):
 class ClipModelSpec(_Strict):
     name: str = "ViT-B-32"      # open_clip model name (or a registered custom config)
     pretrained: str = "openai"  # open_clip tag or a local state-dict path
+    # None = the activation the weights were trained with (open_clip's pretrained cfg: QuickGELU for
+    # 'openai'); true/false forces QuickGELU / nn.GELU (an error when it contradicts a known tag)
+    quick_gelu: bool | None = None
 
 
 class ClipScoreConfig(_Strict):
-    """100 x cos(image, prompt) with open_clip; the prompt comes from the run."""
+    """CLIPScore 100 x max(cos(image, prompt), 0) with open_clip (and the raw mean 100 x cos); the prompt
+    comes from the run."""
 
     enabled: bool = True
     models: list[ClipModelSpec] = Field(default_factory=lambda: [ClipModelSpec()], min_length=1)
@@ -154,8 +158,13 @@ class EvalConfig(_Strict):
             first = self.clip.models[0]
             p["eval.clip.model"] = first.name
             p["eval.clip.pretrained"] = first.pretrained
+            p["eval.clip.quick_gelu"] = "auto" if first.quick_gelu is None else first.quick_gelu
+            p["eval.clip.score"] = "100*max(cos,0)"          # eval/clip_score; eval/clip_score_raw = 100*cos
+            p["eval.clip.preprocess"] = "open_clip_eval"     # the model's eval transform on the saved PNGs
             if len(self.clip.models) > 1:
-                p["eval.clip.models"] = ",".join(f"{m.name}/{m.pretrained}" for m in self.clip.models)
+                p["eval.clip.models"] = ",".join(
+                    f"{m.name}/{m.pretrained}" + ("" if m.quick_gelu is None else f"/quick_gelu={m.quick_gelu}")
+                    for m in self.clip.models)
             if self.clip.num_images is not None:
                 p["eval.clip.num_images"] = self.clip.num_images
         lp = self.diversity.lpips
