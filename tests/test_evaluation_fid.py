@@ -39,6 +39,28 @@ def _noisy(images, sigma, seed=1):
     return np.clip(images.astype(np.float64) + rng.normal(0, sigma, images.shape), 0, 255).astype(np.uint8)
 
 
+def _fid64(a: np.ndarray, b: np.ndarray) -> float:
+    """Independent FID in float64: |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), the matrix
+    square roots by symmetric eigendecomposition (clean-fid uses scipy's sqrtm on S_a S_b)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    s_a_half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(s_a_half @ s_b @ s_a_half), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
+
+
+def _kid64(a: np.ndarray, b: np.ndarray) -> float:
+    """Independent unbiased MMD^2 (KID) in float64 with the cubic polynomial kernel k(x,y) = (x.y/d + 1)^3:
+    mean over i != j of k(a_i, a_j) + the same for b - 2 mean over all (i, j) of k(a_i, b_j)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d, m = a.shape[1], len(a)
+    k = lambda x, y: (x @ y.T / d + 1.0) ** 3   # noqa: E731
+    off = lambda g: (g.sum() - np.trace(g)) / (m * (m - 1))   # noqa: E731
+    return float(off(k(a, a)) + off(k(b, b)) - 2.0 * k(a, b).mean())
+
+
 def _cfg(tmp_path, reference, **fid):
     return EvalConfig(
         device="cpu", batch_size=16, progress=False, cache_dir=str(tmp_path / "cache"),
@@ -57,16 +79,30 @@ def test_fid_zero_against_itself_and_monotone_in_noise(tmp_path, ref_images):
     cfg = _cfg(tmp_path, ref)
     same = F.compute_fid(ref, cfg)
     assert same.fid == pytest.approx(0.0, abs=1e-9)   # clamped at 0 (a set vs itself gives -0.0 / +-1e-15)
-    assert same.fid >= 0.0
-    assert same.kid is not None                       # unbiased MMD on random subsets: about 0, may be < 0
     fids, kids = [same.fid], [same.kid]
     for sigma in (15, 40, 90):
         res = F.compute_fid(_write(tmp_path / f"noise{sigma}", _noisy(ref_images, sigma)), cfg)
+        # the reported FID is the Frechet distance of these very features (same.feats = reference features)
+        assert res.fid == pytest.approx(_fid64(res.feats, same.feats), rel=1e-6, abs=1e-9), sigma
         fids.append(res.fid)
         kids.append(res.kid)
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
     assert kids[3] > kids[2] > abs(kids[0]), kids
     assert same.feats.shape == (N, 16)
+
+
+def test_kid_equals_independent_unbiased_mmd(tmp_path, ref_images):
+    """With subsets as large as the sets, every clean-fid subset is a permutation of the whole set, so KID is
+    exactly the full-set unbiased MMD^2 -- compared with an independent float64 computation."""
+    ref = _write(tmp_path / "ref", ref_images)
+    cfg = _cfg(tmp_path, ref).model_copy(update={"fid": _cfg(tmp_path, ref).fid.model_copy(
+        update={"kid_subset_size": N, "kid_subsets": 2})})
+    same = F.compute_fid(ref, cfg)
+    res = F.compute_fid(_write(tmp_path / "noise40", _noisy(ref_images, 40)), cfg)
+    want_same, want = _kid64(same.feats, same.feats), _kid64(res.feats, same.feats)
+    assert want > 3 * abs(want_same)         # the noisy set is measurably farther than the set itself (~6x)
+    assert res.kid == pytest.approx(want, rel=1e-4)
+    assert same.kid == pytest.approx(want_same, rel=1e-3, abs=1e-4 * abs(want))
 
 
 def test_reference_stats_cached_and_reused(tmp_path, ref_images):

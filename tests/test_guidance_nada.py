@@ -193,3 +193,47 @@ def test_nada_builds_from_config_refs(tiny_clip):
                                 templates="none"))
     g.prepare("a dog", "a cat")
     assert g.templates() == ["{}"] and g._dirs[0].shape == (1, 32)
+
+
+def test_directional_loss_gradient_moves_image_embedding_along_text_direction(tiny_clip):
+    """A toy NADA: the image itself is the parameter; SGD on `directional_losses` must turn the image
+    embedding's change E(x) - E(x_src) toward dT, with dT and E computed here from the raw open_clip model
+    (text: encode_text on the tokens; image: [-1,1] -> [0,1] -> normalise by hand, 32 px needs no resize)."""
+    cfg, weights = tiny_clip
+    clip = load_open_clip(str(cfg), str(weights), dtype=torch.float64)   # float64: the same steps on any BLAS
+    guide = NadaGuidance(NadaConfig(clip_models=[ClipModelRef(name="x", pretrained="none")], templates="none"),
+                         models=[(clip, 1.0)])
+    guide.prepare("a red dog", "a photo")
+    raw = clip.model
+    with torch.no_grad():
+        t = raw.encode_text(clip.tokenizer(["a red dog", "a photo"])).double()
+        t = t / t.norm(dim=-1, keepdim=True)
+        d_t = (t[0] - t[1]) / (t[0] - t[1]).norm()
+    mean = torch.tensor(clip.image_mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(clip.image_std, dtype=torch.float64).view(1, 3, 1, 1)
+
+    def cos_to_dt(x, x_src):
+        with torch.no_grad():
+            e = raw.encode_image(((x.double() + 1) / 2 - mean) / std)
+            e_src = raw.encode_image(((x_src.double() + 1) / 2 - mean) / std)
+            d_i = e / e.norm(dim=-1, keepdim=True) - e_src / e_src.norm(dim=-1, keepdim=True)
+            return (d_i / d_i.norm(dim=-1, keepdim=True)) @ d_t
+
+    gen = torch.Generator().manual_seed(1)
+    x_src = torch.rand(2, 3, 32, 32, generator=gen) * 1.6 - 0.8
+    x = (x_src + 0.05 * torch.randn(x_src.shape, generator=gen)).requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=10.0)
+    before = cos_to_dt(x, x_src)
+    losses = []
+    for _ in range(15):
+        loss = guide.directional_losses(x, x_src)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    after = cos_to_dt(x, x_src)
+    # the loss is 1 - cos(dI, dT) of the same quantities (up to fp32 embeddings)
+    assert losses[0] == pytest.approx(float(1 - before.mean()), abs=1e-4)
+    # measured (seed 1, MKL default and AVX2): before [-0.27, 0.08], after [0.55, 0.53]; loss 1.10 -> 0.47
+    assert (after > 0.35).all() and (after - before).mean() > 0.3, (before, after)
+    assert losses[-1] < losses[0] - 0.3, losses
