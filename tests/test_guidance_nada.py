@@ -230,7 +230,7 @@ def test_directional_loss_gradient_moves_image_embedding_along_text_direction(ti
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     after = cos_to_dt(x, x_src)
     # the loss is 1 - cos(dI, dT) of the same quantities (up to fp32 embeddings)
     assert losses[0] == pytest.approx(float(1 - before.mean()), abs=1e-4)
