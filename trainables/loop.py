@@ -1,17 +1,14 @@
 """The adaptation loop: one StyleGAN-Fusion or StyleGAN-NADA run as a plain function (no Ray needed).
 
-    G_frozen(w) --.                         .-- guidance.backward injects d(critic)/dx into x_train
-    z -> w -> W+ -+-> G_train(w) = x_train -'    Adam(betas (0, 0.99**0.8)) steps the trainable set
-Per iteration: one z batch, one timestep t (shared by SDS, regularizers and layer selection), optional
-layer selection (on its own fresh z batch, as the authors' `determine_opt_layers`), one guidance backward,
-one optimiser step. Both generators render with the same per-layer noise (their fixed buffers by default,
-the authors' `randomize_noise=False`; or one shared fresh draw per step). Every random draw comes from
-seeded generators whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for
-bit on CPU. Guidance metrics stay tensors inside the step; they are read (one host sync) when delivered.
+    adapt(cfg, callbacks) -> AdaptResult
+
+Around `trainables.step.Trainer.step` (the step itself, shared with the cost model) the loop adds what a run
+needs: models loaded, resume, the non-finite-gradient guard, metrics delivered to callbacks (the one host
+read of a step's values), sample grids, atomic checkpoints. Every random draw comes from seeded generators
+whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on CPU.
 """
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 import time
@@ -28,8 +25,8 @@ from .config_io import dump_config
 from .generator_kinds import generator_kind
 from .grids import save_rows
 from .guidance import build_guidance
-from .registry import GUIDANCE
-from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names
+from .step import Trainer
+from .trainable_set import set_trainable
 
 KEEP_CHECKPOINTS = 2
 
@@ -69,38 +66,9 @@ def _check_finite(g: torch.nn.Module, step: int, t: int, metrics: dict[str, floa
         )
 
 
-def _grad_norm(g: torch.nn.Module) -> torch.Tensor:
-    norms = [p.grad.detach().float().norm() for p in g.parameters() if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.zeros(())
-
-
 def _to_floats(metrics: dict) -> dict[str, float]:
     """The step's metrics as Python floats: the one place a step's values are read back to the host."""
     return {k: float(v) for k, v in metrics.items()}
-
-
-class _StepNoise:
-    """Per-layer generator noise for one step's renders.
-
-    'const': the generators' fixed noise buffers (no generator needed). 'random': one seed drawn per step
-    from the loop's noise stream; every `generator()` call returns a fresh torch.Generator on that seed, so
-    the frozen and the trained render of a step see the SAME noise maps.
-    """
-
-    def __init__(self, mode: str, noise_rng: torch.Generator, device: torch.device):
-        self.mode, self.device = mode, device
-        self.seed = int(torch.randint(0, 2**62, (1,), generator=noise_rng)) if mode == "random" else None
-
-    def generator(self) -> torch.Generator | None:
-        return None if self.seed is None else torch.Generator(device=self.device).manual_seed(self.seed)
-
-
-def _zero_unselected_grads(g: torch.nn.Module, names: set[str]) -> None:
-    """The authors' Adam semantics under layer selection: every synthesis parameter without a gradient gets
-    a zero one, so Adam steps it (step count +1, second moment decays, value unchanged)."""
-    for name, p in g.named_parameters():
-        if p.grad is None and name in names:
-            p.grad = torch.zeros_like(p)
 
 
 class _Sampler:
@@ -131,29 +99,23 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     cbs = CallbackList([JsonlMetrics(out / "metrics.jsonl"), *callbacks])
 
     torch.manual_seed(cfg.seed)
-    rng = torch.Generator().manual_seed(cfg.seed)                     # z, t, SDS noise, selection latents
-    noise_rng = torch.Generator().manual_seed(cfg.seed + 1)           # per-step seeds of per-layer noise
-
     kind = generator_kind(cfg.generator.kind)
     g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
-    g_train = copy.deepcopy(g_frozen)
-    set_trainable(g_train, kind.trainable_names(g_train, GUIDANCE.load(cfg.method).trainable_set, cfg.optim.freeze_bias))
-    # Adam over every generator parameter; requires_grad decides which ones get gradients (and steps).
-    optimizer = torch.optim.Adam(g_train.parameters(), lr=cfg.learning_rate, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    guide = guidance if guidance is not None else prepared_guidance(cfg, device)
+    trainer = Trainer.build(cfg, kind, g_frozen, guide, device)
 
     start = 0
     if resume_from is not None:
         state = load_train_state(resume_from, config=cfg)   # refuses a changed config unless forced
-        g_train.load_state_dict(state["generator"])
-        set_trainable(g_train, set(state["requires_grad"]))
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(rng, state["rng"])
-        noise_rng.set_state(state["extra"]["noise_rng"].cpu())
+        trainer.g_train.load_state_dict(state["generator"])
+        set_trainable(trainer.g_train, set(state["requires_grad"]))
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(trainer.rng, state["rng"])
+        trainer.noise_rng.set_state(state["extra"]["noise_rng"].cpu())
         start = int(state["step"])
 
-    guide = guidance if guidance is not None else prepared_guidance(cfg, device)
     sampler = _Sampler(cfg, kind, g_frozen, device)
-    selection_names = synthesis_names(g_train) if cfg.layers.k > 0 and cfg.layers.unselected == "zero_grad" else set()
+    g_train = trainer.g_train
     cbs.on_start(start, cfg)
 
     metrics: dict[str, float] = {}
@@ -161,42 +123,12 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
                desc=f"{cfg.method}: {cfg.prompt[:40]}", disable=not progress, mininterval=1.0)
     for step in bar:
         tic = time.perf_counter()
-        inputs = kind.step_inputs(g_frozen, cfg.train.batch_size, rng, cfg.train.truncation, device)
-        noise = _StepNoise(cfg.train.noise_mode, noise_rng, device)
-        x_frozen = None
-        if getattr(guide, "needs_frozen", True):   # no frozen forward when nothing reads it (SDS alone)
-            with torch.no_grad():
-                x_frozen = kind.render(g_frozen, inputs, noise.mode, noise.generator())
-        t = int(guide.sample_timestep(rng))
-
-        if cfg.layers.k > 0:
-            # the authors' determine_opt_layers: a fresh z batch, its own noise, SDS alone (Fusion) or the
-            # global CLIP loss (NADA) at this step's t; only W+ moves, so no generator gradients are needed
-            set_trainable(g_train, set())
-            sel_inputs = kind.step_inputs(g_frozen, cfg.layers.batch_size, rng, cfg.layers.truncation, device)
-            sel_noise = _StepNoise(cfg.layers.noise_mode, noise_rng, device).generator()  # advances per render
-            chosen, movement = rank_wplus_layers(
-                kind.wplus(sel_inputs),
-                render=lambda codes: kind.render(g_train, kind.with_wplus(sel_inputs, codes), cfg.layers.noise_mode,
-                                                 sel_noise),
-                selection_backward=lambda x: guide.selection_backward(x, None, t=t, rng=rng),
-                k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr,
-            )
-            set_trainable(g_train, names_for_layers(g_train, chosen, cfg.optim.freeze_bias))
-
-        x_train = kind.render(g_train, inputs, noise.mode, noise.generator())
-        metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=rng))
-        _check_finite(g_train, step, t, metrics, out)
-        metrics["train/grad_norm"] = _grad_norm(g_train)
-        _zero_unselected_grads(g_train, selection_names)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        metrics = _to_floats(metrics)
+        result = trainer.step(check=lambda m, t: _check_finite(g_train, step, t, m, out))
+        metrics = _to_floats(result.metrics)
         step_s = time.perf_counter() - tic
-        metrics.update({"train/t": float(t), "perf/step_s": step_s, "perf/it_per_s": 1.0 / max(step_s, 1e-9)})
-        if cfg.layers.k > 0:
-            metrics["layers/chosen_mean_index"] = float(sum(chosen) / len(chosen))
+        metrics.update({"train/t": float(result.t), "perf/step_s": step_s, "perf/it_per_s": 1.0 / max(step_s, 1e-9)})
+        if result.chosen is not None:
+            metrics["layers/chosen_mean_index"] = float(sum(result.chosen) / len(result.chosen))
         if device.type == "cuda":
             metrics["perf/gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         done = step + 1
@@ -207,8 +139,8 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
             cbs.on_samples(done, sampler.grid(g_train, out / "samples" / f"step_{done:06d}.png"))
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.iterations:
             ckpt = save_train_state(out / "checkpoints" / f"step_{done:06d}", step=done, generator=g_train,
-                                    optimizer=optimizer, rng=rng, extra={"noise_rng": noise_rng.get_state()},
-                                    config=cfg)
+                                    optimizer=trainer.optimizer, rng=trainer.rng,
+                                    extra={"noise_rng": trainer.noise_rng.get_state()}, config=cfg)
             _prune_checkpoints(out / "checkpoints")
             cbs.on_checkpoint(done, ckpt)
     bar.close()

@@ -15,7 +15,8 @@ import torch
 from .generators.groups import (fusion_trainable_names, nada_training_layers, names_of_layers, parameter_groups,
                                 set_trainable, wplus_index_layers)
 
-__all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable", "synthesis_names"]
+__all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable", "synthesis_names",
+           "topk_indices"]
 
 
 # The trainable sets a guidance class can ask for by name (its `trainable_set`).
@@ -52,9 +53,10 @@ def rank_wplus_layers(
     k: int,
     iterations: int,
     lr: float,
+    choose: Callable[[torch.Tensor, int], list[int]] | None = None,
 ) -> tuple[list[int], torch.Tensor]:
     """Layer selection: SGD on a copy of W+ ([B, n_latent, D]) for `iterations` steps, then the top-k W+
-    indices by mean |change| (mean over batch and channels)."""
+    indices by mean |change| (mean over batch and channels); `choose(movement, k)` picks them (topk_indices)."""
     initial = wp.detach()
     codes = initial.clone().requires_grad_(True)
     sgd = torch.optim.SGD([codes], lr=lr)
@@ -63,4 +65,9 @@ def rank_wplus_layers(
         selection_backward(render(codes))
         sgd.step()
     movement = (codes.detach() - initial).abs().mean(dim=(0, 2))  # [n_latent]
-    return torch.topk(movement, min(k, movement.numel())).indices.tolist(), movement
+    return (choose or topk_indices)(movement, k), movement
+
+
+def topk_indices(movement: torch.Tensor, k: int) -> list[int]:
+    """The k most moved W+ entries (a host read of the ranking)."""
+    return torch.topk(movement, min(k, movement.numel())).indices.tolist()
