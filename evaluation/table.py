@@ -45,11 +45,12 @@ class MetricSpec:
 CORE_METRICS = (
     MetricSpec("eval/fid", "fid", "FID ↓", "min", ".2f"),
     MetricSpec("eval/kid", "kid", "KID ↓", "min", ".4f"),
-    MetricSpec("eval/clip_score", "clip_score", "CLIP score ↑", "max", ".2f"),
+    MetricSpec("eval/clip_score", "clip_score", "CLIP score ↑", "max", ".2f"),   # 100 max(cos, 0) (CLIPScore)
+    MetricSpec("eval/clip_score_raw", "clip_score_raw", "raw 100 cos ↑", "max", ".2f"),
     MetricSpec("eval/lpips_diversity", "lpips_diversity", "LPIPS div. ↑", "max", ".4f"),
     MetricSpec("eval/feature_diversity", "feature_diversity", "Feature div. ↑", "max", ".4f"),
 )
-_SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/")
+_SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/", "eval/clip_score_raw/")
 _CORE_BY_UNIT = {"fid": "eval/fid", "feature_diversity": "eval/feature_diversity", "clip_score": "eval/clip_score",
                  "lpips_diversity": "eval/lpips_diversity"}   # a failed core unit keeps its column (shown –)
 GROUP_COLS = ["source", "prompt"]
