@@ -1,6 +1,6 @@
-"""Exactly-once metric history with the REAL loop in a REAL Ray trial.
+"""Exactly-once metric history: TrackingCallback over a real MLflow store, then the REAL loop in a REAL Ray trial.
 
-`python -m sweeps run` (embedded Ray, loopback MLflow server over ./mlruns) runs one trial of
+The end-to-end test: `python -m sweeps run` (embedded Ray, loopback MLflow server over ./mlruns) runs one trial of
 `trainables.loop.adapt` on the tiny models, checkpoint_every 10. Its worker SIGKILLs itself right after
 step 17 was handed to the callbacks (17 is not a checkpoint step), once: the marker file it writes first
 lets the retry through. The retry resumes from step 10 and replays 11..17. Afterwards MLflow holds exactly
@@ -23,8 +23,8 @@ from test_sweeps_ray import driver_log, finish, mlflow_runs, start_driver, sweep
 from trainables.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.loop import adapt
-
-pytestmark = pytest.mark.slow
+from trainables.tracking import RunTracker
+from trainables.tune import TrackingCallback
 
 ITERATIONS, CHECKPOINT_EVERY, SAMPLE_EVERY, KILL_AT = 24, 10, 5, 17
 
@@ -47,6 +47,53 @@ def adapt_killed_once(cfg, callbacks=(), resume_from=None):
     return adapt(cfg, callbacks=[*callbacks, killer], resume_from=resume_from, progress=False)
 
 
+def _grid(path: Path, text: str) -> Path:
+    path.write_bytes(b"\x89PNG stand-in " + text.encode())
+    return path
+
+
+def test_continuing_tracker_drops_the_steps_and_grids_mlflow_holds(tmp_path):
+    """Attempt 1 delivers steps 1..7 (grid at 5) and dies; attempt 2 reopens the run from its spool, resumes
+    at step 4 and replays 5..10: MLflow ends with steps 1..10 once each, grid 5 uploaded once."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    spool, samples = tmp_path / "spool", tmp_path / "samples"
+    samples.mkdir()
+    first = RunTracker(uri, "once-unit", spool_dir=spool, run_name="t").start()
+    cb = TrackingCallback(first)
+    cb.on_start(0, None)
+    for step in range(1, 8):
+        cb.on_step(step, {"loss/a": 1.0 / step, "train/b": float(step)})
+        if step == 5:
+            cb.on_samples(step, _grid(samples / "step_000005.png", "attempt 1"))
+    assert first.flush(60), first.last_error
+    assert cb.dropped_steps == 0
+
+    second = RunTracker(uri, "once-unit", spool_dir=spool, run_name="t")
+    assert second.run_id == first.run_id, "the spool must reopen the same run"
+    second.start()
+    cb2 = TrackingCallback(second)
+    cb2.on_start(4, None)                    # resumed from the step-4 checkpoint
+    for step in range(5, 11):
+        cb2.on_step(step, {"loss/a": 1.0 / step, "train/b": float(step)})
+        if step in (5, 10):
+            cb2.on_samples(step, _grid(samples / f"step_{step:06d}.png", "attempt 2"))
+    assert second.close("FINISHED", timeout=60)
+    assert cb2.delivered_step == 7 and cb2.dropped_steps == 3
+
+    client = second.client()
+    for key in ("loss/a", "train/b"):
+        history = client.get_metric_history(first.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, 11)), key
+    assert {m.step: m.value for m in client.get_metric_history(first.run_id, "train/b")} == \
+        {s: float(s) for s in range(1, 11)}
+    assert second.last_logged_step("train/b") == 10 and second.last_logged_step("never/logged") is None
+    names = {Path(a.path).name for a in client.list_artifacts(first.run_id, "samples")}
+    assert names == {"step_000005.png", "step_000010.png"}
+    stored = Path(client.get_run(first.run_id).info.artifact_uri.removeprefix("file://")) / "samples"
+    assert (stored / "step_000005.png").read_bytes().endswith(b"attempt 1"), "grid 5 was uploaded again"
+    assert (stored / "step_000010.png").read_bytes().endswith(b"attempt 2")
+
+
 def _base(tiny_models) -> dict:
     base = tiny_adapt_dict(tiny_models, Path("unused"), train__iterations=ITERATIONS,
                            train__sample_every=SAMPLE_EVERY, train__threads=1)
@@ -54,6 +101,7 @@ def _base(tiny_models) -> dict:
     return base
 
 
+@pytest.mark.slow
 def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrupted_weights(tiny_models, tmp_path):
     spec = {
         "name": "once", "base": _base(tiny_models), "grid": {"seed": [42]}, "resources": {"cpu": 1},
