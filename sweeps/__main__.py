@@ -43,7 +43,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     res = spec.resources
     print(f"resources per trial: cpu={res.cpu:g} gpu={res.gpu:g}; max_concurrent_trials="
           f"{spec.max_concurrent_trials or 'unlimited'}; retries={spec.retries}; search={spec.search.type}")
-    print(f"storage: {spec.storage_path}/{spec.name}; tracking: {spec.tracking_uri or 'local ./mlruns (served on loopback)'}")
+    from .launcher import resolve_storage
+
+    print(f"storage: {resolve_storage(None, spec.storage_path) / spec.name}; tracking: {spec.tracking_uri or 'local ./mlruns (served on loopback)'}")
     if spec.retries and any(t.config.train.checkpoint_every == 0 for t in sweep.trials):
         print("note: retries > 0 but train.checkpoint_every is 0: a retried trial restarts from step 0 "
               "(set checkpoint_every in the sweep file)")
@@ -105,12 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep file's, MLFLOW_TRACKING_URI, "
                                           "else ./mlruns served on loopback)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
-    r.add_argument("--storage", help="Tune storage path (default: the sweep file's storage_path)")
+    r.add_argument("--storage", help="Tune storage path (default: the sweep file's storage_path, else SWEEPS_STORAGE, "
+                                     "else runs/sweeps; relative to this directory; refused inside a Ray job's "
+                                     "temporary code copy, and on several nodes unless under SWEEPS_SHARED_MOUNTS)")
     r.add_argument("--skip-model-check", action="store_true", help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("status", help="progress of a sweep (Tune state + MLflow)")
     s.add_argument("name", help="sweep name or sweep file")
-    s.add_argument("--storage", help="Tune storage path (default runs/sweeps or the file's)")
+    s.add_argument("--storage", help="Tune storage path (same rule as run: the file's storage_path, else "
+                                     "SWEEPS_STORAGE, else runs/sweeps)")
     s.add_argument("--tracking-uri")
     s.set_defaults(fn=cmd_status)
     args = parser.parse_args(argv)

@@ -3,8 +3,17 @@
     python -m sweeps run FILE [--address ADDR] [--tracking-uri URI] [--resume] [--storage PATH]
 
 Order of events: load + validate the sweep file and resolve every model reference (nothing starts if one
-is missing) -> tracking (a loopback MLflow server over ./mlruns unless a URI is given) -> parent run ->
-Ray -> Tuner.fit (or Tuner.restore with --resume) -> parent run finished with a per-trial summary.
+is missing) -> storage (`resolve_storage`) -> Ray (embedded, or the cluster; on a cluster whose trials can run
+on other nodes, storage and tracking URI must be reachable from them: `check_cluster_reach`) -> tracking (a
+loopback MLflow server over ./mlruns unless a URI is given) -> parent run -> Tuner.fit (or Tuner.restore with
+--resume) -> parent run finished with a per-trial summary.
+
+Storage rule (the same for `run`, `run --resume` and `status`): --storage > the sweep file's storage_path (when
+it is not the default) > $SWEEPS_STORAGE > runs/sweeps; a relative path is taken from the current directory.
+Under `ray job submit` the current directory is Ray's temporary unpacked copy of the code
+(.../runtime_resources/working_dir_files/_ray_pkg_<hash of the code>): a path there is refused, since `status`
+and `--resume` could not find it again after any code edit; platform/local/up exports an absolute
+SWEEPS_STORAGE to its jobs.
 """
 from __future__ import annotations
 
@@ -24,6 +33,10 @@ from trainables.tracking import (LocalMlflowServer, default_tracking_dir, finish
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 
 STATE_FILE = "sweep_state.json"
+DEFAULT_STORAGE = "runs/sweeps"
+# Ray unpacks a job's working_dir (and py_modules) under <session>/runtime_resources/: nothing there outlives the job
+RAY_RUNTIME_RESOURCES = "runtime_resources"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 QUIET_ENV = {
@@ -43,6 +56,78 @@ def quiet_env() -> None:
 
 def experiment_dir(storage: str | Path, name: str) -> Path:
     return Path(storage).expanduser().resolve() / name
+
+
+def resolve_storage(storage: str | None, spec_storage: str | None = None) -> Path:
+    """The sweeps' storage folder, absolute (rule in the module docstring); refuses Ray's temporary job dirs."""
+    if storage:
+        raw, source = storage, "--storage"
+    elif spec_storage and spec_storage != DEFAULT_STORAGE:
+        raw, source = spec_storage, "the sweep file's storage_path"
+    elif os.environ.get("SWEEPS_STORAGE"):
+        raw, source = os.environ["SWEEPS_STORAGE"], "SWEEPS_STORAGE"
+    else:
+        raw, source = DEFAULT_STORAGE, f"the default {DEFAULT_STORAGE}"
+    if "://" in raw:
+        raise SweepError(f"storage {raw!r} (from {source}) is a URI: trials write their checkpoints, samples and "
+                         f"MLflow spools as files under the storage path, so it must be a folder every node mounts "
+                         f"(mount the bucket with gcsfuse / mountpoint-s3 and give that folder, listed in "
+                         f"SWEEPS_SHARED_MOUNTS)")
+    path = Path(raw).expanduser().resolve()
+    if RAY_RUNTIME_RESOURCES in path.parts:
+        raise SweepError(
+            f"storage {raw!r} (from {source}) resolves to {path}, inside Ray's temporary copy of the job's code: "
+            f"`sweeps status` and `--resume` would not find it again. Give an absolute path: --storage /abs/path, "
+            f"SWEEPS_STORAGE=/abs/path in the head's environment (platform/local/up exports one; "
+            f"`source runs/platform/env`), or an absolute storage_path in the sweep file")
+    return path
+
+
+def _is_loopback_uri(uri: str) -> bool:
+    """A tracking URI only this machine can use: a local store (sqlite:, file:, a path) or a loopback host."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file", "sqlite"):
+        return True
+    return (parsed.hostname or "") in LOOPBACK_HOSTS or (parsed.hostname or "").startswith("127.")
+
+
+def _trials_may_leave_this_node(res) -> tuple[bool, str]:
+    """(True, why) when trials can run on another machine: more than one live node, or no live node that can hold
+    one trial (an autoscaler will add one, e.g. a head with num-cpus 0)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    machines = {n.get("NodeManagerAddress") for n in nodes}   # nodes on one address share its disk and loopback
+    if len(machines) > 1:
+        return True, f"the cluster has {len(nodes)} nodes on {len(machines)} machines"
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= res.cpu and n["Resources"].get("GPU", 0) >= res.gpu
+            and all(n["Resources"].get(k, 0) >= v for k, v in res.custom.items())]
+    if not fits:
+        return True, "no node of the cluster can hold a trial yet (the autoscaler will add one)"
+    return False, "one node"
+
+
+def check_cluster_reach(storage: Path, tracking_uri: str | None, sweep: Sweep) -> None:
+    """On a cluster whose trials may run elsewhere: storage on a declared shared mount, a tracking URI others reach."""
+    leaves, why = _trials_may_leave_this_node(sweep.spec.resources)
+    if not leaves:
+        return
+    mounts = [Path(m).expanduser().resolve() for m in os.environ.get("SWEEPS_SHARED_MOUNTS", "").split(os.pathsep) if m]
+    if not any(storage == m or m in storage.parents for m in mounts):
+        raise SweepError(
+            f"{why}, but the storage {storage} is not on a shared mount: trials on other nodes would write their "
+            f"checkpoints where the driver and retries cannot see them. Put it on a folder every node mounts (NFS, "
+            f"a FUSE-mounted bucket) and declare that folder: SWEEPS_SHARED_MOUNTS=/mnt/shared (several: "
+            f"separated by ':'; platform/ray/cluster.yaml and platform/k8s/rayjob.yaml set it), then "
+            f"--storage /mnt/shared/sweeps or SWEEPS_STORAGE=/mnt/shared/sweeps"
+            + (f" (declared now: {os.environ['SWEEPS_SHARED_MOUNTS']})" if mounts else ""))
+    if tracking_uri and _is_loopback_uri(tracking_uri):
+        raise SweepError(
+            f"{why}, but the MLflow tracking URI {tracking_uri} only reaches this machine: trials elsewhere would "
+            f"spool and wait. Pass --tracking-uri http://<head address>:5000 (a server bound to an address the "
+            f"workers reach: platform/local/up --expose prints it; platform/ray/cluster.yaml starts one)")
 
 
 def read_state(exp_dir: Path) -> dict[str, Any]:
@@ -138,6 +223,10 @@ def _init_ray(address: str | None, sweep: Sweep) -> bool:
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        if _is_loopback_uri(address if "://" in address else f"ray://{address}") and \
+                os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None:
+            print("note: a loopback Ray address: if the head was started by platform/local/up, this shell needs its "
+                  "environment (`source runs/platform/env`: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)", file=sys.stderr)
         ray.init(address=address, log_to_driver=True)
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; keeps ~/.ray/auth_token out of it
@@ -146,8 +235,10 @@ def _init_ray(address: str | None, sweep: Sweep) -> bool:
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     res = sweep.spec.resources
     num_gpus = None
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(res.cpu + 0.999)), num_gpus=num_gpus, include_dashboard=False,
-             configure_logging=True, log_to_driver=True)
+    # address="local": always a new instance; with no address ray.init joins the cluster last recorded in
+    # /tmp/ray/ray_current_cluster (anyone's `ray start` or test cluster on this machine)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(res.cpu + 0.999)), num_gpus=num_gpus,
+             include_dashboard=False, configure_logging=True, log_to_driver=True)
     gpus = ray.cluster_resources().get("GPU", 0)
     if res.gpu > 0 and gpus < res.gpu:
         ray.shutdown()
@@ -173,9 +264,11 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
     except Exception as exc:
         raise SweepError(f"{sweep.marks.where(('entrypoint',))}: entrypoint {spec.entrypoint!r} cannot be imported "
                          f"({type(exc).__name__}: {exc}); give 'module:function' with adapt's signature") from None
-    storage_path = storage or spec.storage_path
-    exp_dir = experiment_dir(storage_path, spec.name)
+    exp_dir = experiment_dir(resolve_storage(storage, spec.storage_path), spec.name)
     cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+    if not cluster and "ray" not in sys.modules:
+        # the embedded Ray listens on 127.0.0.1 only (Ray reads this when imported; see platform/local/up)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
     from ray import tune
 
@@ -197,20 +290,23 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
     if resume and not uri and state.get("tracking_uri", "").startswith("sqlite:"):
         uri = None  # served again below
     server = None
+    embedded = False
     if not uri and cluster:
         raise SweepError(
             f"{file}: running on a Ray cluster but no MLflow tracking URI is known: pass --tracking-uri "
             f"http://<mlflow-host>:5000, set tracking_uri in the sweep file, or start the head with MLFLOW_TRACKING_URI "
             f"in its environment (platform/local/up and platform/ray/cluster.yaml do)")
-    if not uri:
-        store = Path(state.get("local_store") or default_tracking_dir())
-        server = LocalMlflowServer(store, log_path=exp_dir / "mlflow_server.log")
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        server.start()
-        uri = server.url
-        print(f"MLflow: local store {store} served at {uri}", file=out)
-    embedded = False
     try:
+        embedded = _init_ray(address, sweep)
+        if cluster:
+            check_cluster_reach(exp_dir.parent, uri, sweep)
+        if not uri:
+            store = Path(state.get("local_store") or default_tracking_dir())
+            server = LocalMlflowServer(store, log_path=exp_dir / "mlflow_server.log")
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            server.start()
+            uri = server.url
+            print(f"MLflow: local store {store} served at {uri}", file=out)
         commit = git_commit(REPO_ROOT)
         parent = start_parent_run(
             uri, spec.name, run_name=f"{spec.name}" + (" (resumed)" if resume else ""),
@@ -226,7 +322,6 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
                               "tracking_uri": uri if not server else server.backend_uri,
                               "local_store": str(server.store_dir) if server else None,
                               "storage_path": str(exp_dir.parent), "started": time.time()})
-        embedded = _init_ray(address, sweep)
         base = _absolutize_refs(sweep.base) if not cluster else sweep.base
         ctx = {
             "experiment": spec.name, "base": base, "checkpoint_every": spec.checkpoint_every,

@@ -9,25 +9,27 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .launcher import experiment_dir, read_state
+from .launcher import experiment_dir, read_state, resolve_storage
 
 SHOW_METRICS = ("step", "perf/it_per_s", "train/grad_norm", "loss/sds_mse", "eval/fid", "eval/clip_score")
 
 
 def _locate(name: str, storage: str | None) -> tuple[str, Path]:
+    """The sweep's folder by the launcher's storage rule (--storage > file > SWEEPS_STORAGE > runs/sweeps)."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         from .spec import load_sweep
 
         sweep = load_sweep(name)
-        return sweep.spec.name, experiment_dir(storage or sweep.spec.storage_path, sweep.spec.name)
-    return name, experiment_dir(storage or os.environ.get("SWEEPS_STORAGE", "runs/sweeps"), name)
+        return sweep.spec.name, experiment_dir(resolve_storage(storage, sweep.spec.storage_path), sweep.spec.name)
+    return name, experiment_dir(resolve_storage(storage), name)
 
 
 def sweep_status(name: str, storage: str | None = None, tracking_uri: str | None = None) -> str:
     name, exp_dir = _locate(name, storage)
     lines = [f"sweep {name} ({exp_dir})"]
     if not exp_dir.exists():
-        return lines[0] + ": no such sweep here (pass --storage, or the sweep file)"
+        return lines[0] + (": no such sweep here (pass the --storage it ran with, set SWEEPS_STORAGE as when it "
+                           "ran, or give the sweep file)")
     state = read_state(exp_dir)
     try:
         from ray.tune import ExperimentAnalysis
