@@ -90,28 +90,37 @@ def _is_loopback_uri(uri: str) -> bool:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file", "sqlite"):
         return True
-    return (parsed.hostname or "") in LOOPBACK_HOSTS or (parsed.hostname or "").startswith("127.")
+    return _is_loopback_host(parsed.hostname or "")
 
 
-def _trials_may_leave_this_node(res) -> tuple[bool, str]:
-    """(True, why) when trials can run on another machine: more than one live node, or no live node that can hold
-    one trial (an autoscaler will add one, e.g. a head with num-cpus 0)."""
+def _is_loopback_host(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _trials_may_leave_this_node(res, nodes: list[dict[str, Any]] | None = None) -> tuple[bool, str]:
+    """(True, why) when trials can run on another machine: live nodes on more than one address, or one
+    non-loopback address where no node can hold a trial (an autoscaler will add one, e.g. a head with num-cpus 0).
+    Nodes all on 127.0.0.1 are one machine (a loopback head cannot be joined from elsewhere)."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    machines = {n.get("NodeManagerAddress") for n in nodes}   # nodes on one address share its disk and loopback
-    if len(machines) > 1:
-        return True, f"the cluster has {len(nodes)} nodes on {len(machines)} machines"
+    nodes = [n for n in (ray.nodes() if nodes is None else nodes) if n.get("Alive")]
+    addresses = sorted({n["NodeManagerAddress"] for n in nodes})
+    if len(addresses) > 1:
+        return True, f"the cluster spans {len(addresses)} machines ({', '.join(addresses)})"
+    if not addresses or _is_loopback_host(addresses[0]):
+        return False, "every node is on this machine"
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= res.cpu and n["Resources"].get("GPU", 0) >= res.gpu
             and all(n["Resources"].get(k, 0) >= v for k, v in res.custom.items())]
     if not fits:
-        return True, "no node of the cluster can hold a trial yet (the autoscaler will add one)"
-    return False, "one node"
+        return True, f"no node at {addresses[0]} can hold a trial yet (an autoscaler would add one elsewhere)"
+    return False, "one machine"
 
 
-def check_cluster_reach(storage: Path, tracking_uri: str | None, sweep: Sweep) -> None:
-    """On a cluster whose trials may run elsewhere: storage on a declared shared mount, a tracking URI others reach."""
-    leaves, why = _trials_may_leave_this_node(sweep.spec.resources)
+def check_cluster_reach(storage: Path, tracking_uri: str | None, sweep: Sweep,
+                        nodes: list[dict[str, Any]] | None = None) -> None:
+    """On a cluster whose trials may run elsewhere: storage on a declared shared mount, a tracking URI others reach.
+    `nodes`: ray.nodes() entries (default: the connected cluster's)."""
+    leaves, why = _trials_may_leave_this_node(sweep.spec.resources, nodes)
     if not leaves:
         return
     mounts = [Path(m).expanduser().resolve() for m in os.environ.get("SWEEPS_SHARED_MOUNTS", "").split(os.pathsep) if m]

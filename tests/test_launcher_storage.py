@@ -1,8 +1,9 @@
 """Where sweeps live: one storage rule for run / --resume / status, refused where nothing outlives a Ray job, and a
 cluster whose trials can leave this node must get shared storage and a tracking URI other machines reach.
 
-The multi-node checks run against a REAL multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: a head
-and a second raylet, each a separate node to Ray).
+The cluster checks read a REAL Ray cluster on this machine (ray.cluster_utils.Cluster: a head and a second raylet,
+two nodes to Ray, one machine); a node on another machine cannot run here, so that case copies a real node entry
+with another address (said at the helper).
 """
 from __future__ import annotations
 
@@ -112,25 +113,46 @@ def ray_cluster():
             cluster.shutdown()
 
 
+def _nodes():
+    import ray
+
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def _on(node: dict, address: str) -> dict:
+    """A copy of a real node entry placed on another machine: a remote machine cannot run here (the only mock)."""
+    return {**node, "NodeManagerAddress": address, "NodeID": "f" * 56}
+
+
 @pytest.mark.slow
-def test_multi_node_cluster_needs_shared_storage_and_a_reachable_tracking_uri(clean_env, tmp_path, ray_cluster):
-    ray_cluster(1, 1)                                   # two nodes
+def test_cluster_spanning_machines_needs_shared_storage_and_a_reachable_tracking_uri(clean_env, tmp_path,
+                                                                                     ray_cluster):
+    ray_cluster(1, 1)                                   # two real nodes, both on this machine
+    nodes = _nodes()
+    assert len(nodes) == 2 and len({n["NodeManagerAddress"] for n in nodes}) == 1
     local = tmp_path / "local" / "sweeps"
-    with pytest.raises(SweepError, match="2 nodes.*not on a shared mount") as err:
-        check_cluster_reach(local, "http://10.0.0.5:5000", _sweep())
+    check_cluster_reach(local, "http://127.0.0.1:5000", _sweep())     # one machine: local paths and loopback work
+    two_machines = [nodes[0], _on(nodes[1], "10.0.0.7")]
+    with pytest.raises(SweepError, match="spans 2 machines.*not on a shared mount") as err:
+        check_cluster_reach(local, "http://10.0.0.5:5000", _sweep(), nodes=two_machines)
     assert "SWEEPS_SHARED_MOUNTS" in str(err.value)
     clean_env.setenv("SWEEPS_SHARED_MOUNTS", f"/nonexistent{os.pathsep}{tmp_path / 'local'}")
     for loopback in ("http://127.0.0.1:5000", "http://localhost:5000", "sqlite:////tmp/mlflow.db"):
         with pytest.raises(SweepError, match="only reaches this machine") as err:
-            check_cluster_reach(local, loopback, _sweep())
+            check_cluster_reach(local, loopback, _sweep(), nodes=two_machines)
         assert "--tracking-uri" in str(err.value) and "--expose" in str(err.value)
-    check_cluster_reach(local, "http://10.0.0.5:5000", _sweep())          # shared + reachable: accepted
+    check_cluster_reach(local, "http://10.0.0.5:5000", _sweep(), nodes=two_machines)   # shared + reachable
 
 
 @pytest.mark.slow
-def test_one_node_cluster_accepts_local_paths_unless_trials_cannot_fit_on_it(clean_env, tmp_path, ray_cluster):
+def test_one_machine_accepts_local_paths_unless_an_autoscaler_must_add_a_node(clean_env, tmp_path, ray_cluster):
     ray_cluster(1)
+    (head,) = _nodes()
     local = tmp_path / "sweeps"
-    check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1))    # trials stay on this node
-    with pytest.raises(SweepError, match="no node of the cluster can hold a trial"):
-        check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1, gpu=1))   # a GPU node will be added
+    check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1))               # trials stay on this node
+    exposed = [_on(head, "10.0.0.7")]                                                  # the same head, reachable
+    check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1), nodes=exposed)  # ... and trials fit on it
+    with pytest.raises(SweepError, match="no node at 10.0.0.7 can hold a trial"):
+        check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1, gpu=1), nodes=exposed)
+    loopback_head = [_on(head, "127.0.0.1")]                  # a loopback head cannot be joined from elsewhere
+    check_cluster_reach(local, "http://127.0.0.1:5000", _sweep(cpu=1, gpu=1), nodes=loopback_head)

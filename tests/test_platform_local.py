@@ -207,3 +207,18 @@ def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path)
         except psutil.NoSuchProcess:
             pass
     assert ray_seen and survivors == [], f"left running after down: {survivors}"
+
+
+@pytest.mark.parametrize("args, extra, expected", [
+    (["--expose"], {}, "set RAY_AUTH_MODE=token"),                         # exposing needs an explicit auth choice
+    ([], {"RAY_PORT": "12345"}, "worker port range 10002-19999"),         # Ray's reserved worker ports
+    ([], {"RAY_CLIENT_PORT": "10002"}, "RAY_CLIENT_PORT=10002"),
+    ([], {"SWEEPS_STORAGE": "runs/rel"}, "must be an absolute path"),
+])
+def test_up_refuses_unsafe_or_doomed_settings_before_starting_anything(tmp_path, args, extra, expected):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(PLATFORM_STATE_DIR=str(tmp_path / "state"), **extra)
+    out = subprocess.run([str(REPO / "platform" / "local" / "up"), *args], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and expected in out.stderr, out.stdout + out.stderr
+    assert not (tmp_path / "state" / "ray.pids").exists()
