@@ -80,10 +80,20 @@ def config_record(config: BaseModel) -> dict[str, str]:
     return {"sha256": config_hash(config), "yaml": yaml.safe_dump(config.model_dump(), sort_keys=False)}
 
 
+class _Absent:
+    """A field one of the two configs does not have (the schema changed between them)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Absent)
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`dotted.path: old -> new` for every result field that differs (`<absent>` for a missing field)."""
     a, b = result_fields(old), result_fields(new)
-    missing = "<absent>"
+    missing = _Absent()
     return [f"{k}: {a.get(k, missing)!r} -> {b.get(k, missing)!r}" for k in sorted(a.keys() | b.keys())
             if a.get(k, missing) != b.get(k, missing)]
 
