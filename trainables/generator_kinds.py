@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .generators import load_generator, save_rosinality
-from .generators.eg3d import (eg3d_trainable_names, front_camera, load_eg3d, orbit_cameras, render_step,
-                              sample_step_inputs, save_eg3d)
+from .generators import StyleGAN2, StyleGAN2Config, load_generator, save_rosinality
+from .generators.eg3d import (EG3DConfig, EG3DGenerator, eg3d_trainable_names, ffhq512_128_config, front_camera,
+                              load_eg3d, orbit_cameras, render_step, sample_step_inputs, save_eg3d)
 from .generators.eg3d.formats import INTERNAL_FORMAT, read_eg3d_pickle
 from .generators.formats import CheckpointError
 from .grids import to_uint8
@@ -38,6 +38,23 @@ class StyleGAN2Kind:
     def trainable_names(self, g, trainable_set: str, freeze_bias: bool) -> set[str]:
         """The parameters a method trains: `trainable_set` is its guidance class's `trainable_set`."""
         return base_trainable_names(g, trainable_set, freeze_bias)
+
+    def architecture(self, gen_cfg, notes: list[str]) -> StyleGAN2Config:
+        """The generator's configuration: from its checkpoint when on disk, else from `generator.size`."""
+        if Path(gen_cfg.checkpoint).is_file():
+            arch = self.load(gen_cfg.checkpoint).cfg
+            if gen_cfg.size is not None and gen_cfg.size != arch.size:
+                raise ValueError(f"generator.size {gen_cfg.size} but {gen_cfg.checkpoint} is {arch.size} px; "
+                                 f"fix generator.size or remove it")
+            return arch
+        if gen_cfg.size is None:
+            raise ValueError(f"generator.checkpoint {gen_cfg.checkpoint} is not on this machine: set generator.size "
+                             f"(e.g. 1024 for FFHQ config-f) to estimate without it")
+        notes.append(f"{gen_cfg.checkpoint} not on this machine: StyleGAN2 config-f at {gen_cfg.size} px assumed")
+        return StyleGAN2Config(size=gen_cfg.size)
+
+    def build(self, arch: StyleGAN2Config):
+        return StyleGAN2(arch)
 
     @torch.no_grad()
     def step_inputs(self, g_frozen, batch: int, rng: torch.Generator, truncation: float, device) -> torch.Tensor:
@@ -90,6 +107,16 @@ class EG3DKind:
     def trainable_names(self, g, trainable_set: str, freeze_bias: bool) -> set[str]:
         """Every method trains the backbone's synthesis and the super-resolution (the authors' EG3D run)."""
         return set(eg3d_trainable_names(g, freeze_bias=freeze_bias))
+
+    def architecture(self, gen_cfg, notes: list[str]) -> EG3DConfig:
+        """From the checkpoint when on disk, else the public FFHQ 512-128 model's configuration."""
+        if Path(gen_cfg.checkpoint).is_file():
+            return self.load(gen_cfg.checkpoint).cfg
+        notes.append(f"{gen_cfg.checkpoint} not on this machine: EG3D ffhq512-128 assumed")
+        return ffhq512_128_config()
+
+    def build(self, arch: EG3DConfig):
+        return EG3DGenerator(arch)
 
     def step_inputs(self, g_frozen, batch: int, rng: torch.Generator, truncation: float, device):
         return sample_step_inputs(g_frozen, batch, rng, truncation=truncation, device=device)

@@ -103,8 +103,17 @@ class Trainer:
         t = self.timestep() if self.timestep is not None else int(guide.sample_timestep(self.rng))
 
         chosen = self._select_layers(t) if cfg.layers.k > 0 else None
-        x_train = kind.render(self.g_train, inputs, noise.mode, noise.generator())
-        metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=self.rng))
+        if cfg.train.recompute_generator:
+            # the critic's gradient at the image first (no generator activations alive meanwhile), then the
+            # trained generator rendered again, identically, and that gradient pushed through it
+            with torch.no_grad():
+                x_image = kind.render(self.g_train, inputs, noise.mode, noise.generator())
+            x_image.requires_grad_(True)
+            metrics = dict(guide.backward(x_image, x_frozen, t=t, rng=self.rng))
+            kind.render(self.g_train, inputs, noise.mode, noise.generator()).backward(x_image.grad)
+        else:
+            x_train = kind.render(self.g_train, inputs, noise.mode, noise.generator())
+            metrics = dict(guide.backward(x_train, x_frozen, t=t, rng=self.rng))
         if check is not None:
             check(metrics, t)
         metrics["train/grad_norm"] = grad_norm(self.g_train)

@@ -29,7 +29,8 @@ def sd_alphas_cumprod(num_steps: int = 1000, beta_start: float = 0.00085, beta_e
 def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     if any(p.dtype != dtype for p in module.parameters()):
         module.to(dtype=dtype)
-    module.to(device)
+    if any(p.device != device for p in module.parameters()):   # (a no-op .to() breaks fake-tensor tracing)
+        module.to(device)
     module.eval()
     module.requires_grad_(False)
     return module
@@ -50,14 +51,15 @@ class FrozenDiffusion:
                  compile: bool = False):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction_type {prediction_type!r} (epsilon or v_prediction)")
-        check_tokenizer(tokenizer, "the diffusion model's tokenizer")
+        if tokenizer is not None:            # None: text embeddings are set directly (the cost model)
+            check_tokenizer(tokenizer, "the diffusion model's tokenizer")
         self.device = torch.device(device)
         self.dtype = dtype
         self.image_size = int(image_size)
         self.prediction_type = prediction_type
         self.vae = _freeze(vae, self.device, dtype)
         self.unet = _freeze(unet, self.device, dtype)
-        self.text_encoder = _freeze(text_encoder, self.device, dtype)
+        self.text_encoder = _freeze(text_encoder, self.device, dtype) if text_encoder is not None else None
         self.tokenizer = tokenizer
         self.alphas_cumprod = alphas_cumprod.to(self.device, torch.float32)
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", None) or SD_SCALING_FACTOR)
@@ -130,6 +132,10 @@ class FrozenDiffusion:
                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
             self._emb_cache[prompt] = self.text_encoder(ids)[0]
         return self._emb_cache[prompt]
+
+    def set_embedding(self, prompt: str, embedding: torch.Tensor) -> None:
+        """Provide a prompt's embedding [1, 77, D] instead of computing it (models built without a text encoder)."""
+        self._emb_cache[prompt] = embedding
 
     def text_embeddings(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
         return TextEmbeddings(cond=self.embed(prompt), uncond=self.embed(negative_prompt))

@@ -1,0 +1,223 @@
+"""Counting a traced step: FLOPs per component and direction, bytes moved per op, live bytes and their peak.
+
+Runs inside `FakeTensorMode` (no data, no device, exact shapes). Two modes cooperate:
+    _Stamp (TorchFunctionMode, above autograd)   tags every autograd node an op creates with the component
+                                                 that ran it (module hooks keep a label stack)
+    CostCounter (TorchDispatchMode, below)       counts each aten op: FLOPs (torch's formulas, fixed for
+                                                 grouped-conv backward and CPU flash attention), bytes in and
+                                                 out, and the storages alive; a backward op is charged to the
+                                                 component whose forward created its autograd node.
+Live bytes: every storage seen (module tensors given at the start, op outputs after) is held by a weak
+reference and its bytes counted until the reference dies; the peak is sampled after each op, with dead
+storages swept every `sweep_every` ops (so it over-reads by at most that many ops' frees).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from math import prod
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+
+from .gpus import GPU
+
+aten = torch.ops.aten
+OTHER = "other"
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _conv_forward_flops(x_shape, w_shape, out_shape, transposed: bool) -> int:
+    """2 * (output or input points) * kernel * batch * c_out * (c_in per group): exact for grouped convs."""
+    points = prod((x_shape if transposed else out_shape)[2:])
+    c_out, c_in_per_group, *k = w_shape
+    return 2 * points * prod(k) * x_shape[0] * c_out * c_in_per_group
+
+
+def _conv_backward(grad_out, x, w, _bias, _stride, _padding, _dilation, transposed, _out_pad, _groups,
+                   output_mask, *args, **kwargs) -> int:
+    # grad_input and grad_weight each cost one forward convolution (torch's own formula ignores `groups`
+    # and over-counts StyleGAN2's per-sample modulated convolutions by the batch size)
+    fwd = _conv_forward_flops(_shape(x), _shape(w), _shape(grad_out), bool(transposed))
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _sdpa_forward(q, k, v, *args, **kwargs) -> int:
+    b, h, s_q, d = _shape(q)
+    s_k, d_v = _shape(k)[-2], _shape(v)[-1]
+    return 2 * b * h * s_q * s_k * (d + d_v)          # Q K^T and P V
+
+
+def _sdpa_backward(grad_out, q, k, v, *args, **kwargs) -> int:
+    return 5 * _sdpa_forward(q, k, v) // 2            # dV, dP, dQ, dK (+ the recomputed P): 2.5 x forward
+
+
+_EXTRA_FORMULAS = {
+    aten.convolution_backward: _conv_backward,
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_forward,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward,
+}
+
+
+def op_flops(func, args, kwargs, out) -> int:
+    packet = func._overloadpacket
+    if packet in _EXTRA_FORMULAS:
+        return int(_EXTRA_FORMULAS[packet](*args, **kwargs))
+    formula = flop_registry.get(packet)
+    return int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+class _Labels:
+    """The component label stack, pushed and popped by forward hooks on the labelled modules."""
+
+    def __init__(self):
+        self.stack: list[str] = []
+
+    @property
+    def current(self) -> str:
+        return self.stack[-1] if self.stack else OTHER
+
+
+class _Stamp(TorchFunctionMode):
+    """Records on every autograd node which component's forward created it."""
+
+    def __init__(self, labels: _Labels):
+        super().__init__()
+        self.labels = labels
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        label = self.labels.current
+        for t in _tensors(out):
+            node = t.grad_fn
+            if node is not None and "cost_label" not in node.metadata:
+                node.metadata["cost_label"] = label
+        return out
+
+
+class CostCounter(TorchDispatchMode):
+    """Use as `with counter.counting(): step()`; read `flops`, `peak_bytes`, `roofline_s(gpu, precision)`."""
+
+    def __init__(self, sweep_every: int = 16):
+        super().__init__()
+        self.sweep_every = sweep_every
+        self.flops: dict[str, int] = defaultdict(int)      # "unet.forward" -> FLOPs
+        self.ops: list[tuple[int, int, bool]] = []          # (FLOPs, bytes in + out, low-precision inputs)
+        self.peak_bytes = 0
+        self.peak_at = ""                                    # the component running when the peak was reached
+        self.labels = _Labels()
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self._live_bytes = 0
+        self._since_sweep = 0
+        self._hooks: list[Any] = []
+        self.modules: list[torch.nn.Module] = []
+
+    def reset(self) -> None:
+        """Forget what was counted so far (keep the live storages): count the next step alone."""
+        self.flops, self.ops = defaultdict(int), []
+        self._sweep()
+        self.peak_bytes, self.peak_at = self._live_bytes, "start"
+
+    # ---------------------------------------------------------------- set-up
+    def label(self, module: torch.nn.Module, name: str) -> None:
+        """Charge what `module`'s children run (forward, and the backward of what they created) to `name`."""
+        self.modules.append(module)
+
+        def push(*_):
+            self.labels.stack.append(name)
+
+        def pop(*_):                       # a forward hook must return None (a value would replace the output)
+            self.labels.stack.pop()
+
+        for sub in module.modules():       # every submodule: methods such as vae.encode skip the root's forward
+            self._hooks.append(sub.register_forward_pre_hook(push))
+            self._hooks.append(sub.register_forward_hook(pop))
+
+    def hold(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Count these (parameters, buffers, inputs made before counting) as live from the start."""
+        for t in tensors:
+            self._track(t)
+
+    @contextmanager
+    def counting(self) -> Iterator["CostCounter"]:
+        with _Stamp(self.labels), self:
+            yield self
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+    # ---------------------------------------------------------------- counting
+    def _track(self, t: torch.Tensor) -> None:
+        try:
+            storage = t.untyped_storage()
+        except (NotImplementedError, RuntimeError):
+            return
+        ref = StorageWeakRef(storage)
+        if ref.cdata not in self._live:
+            nbytes = storage.nbytes()
+            self._live[ref.cdata] = (ref, nbytes)
+            self._live_bytes += nbytes
+
+    def _sweep(self) -> None:
+        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
+        for k in dead:
+            self._live_bytes -= self._live.pop(k)[1]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            label = f"{node.metadata.get('cost_label', OTHER)}.backward"
+        else:
+            label = f"{self.labels.current}.forward"
+        flops = op_flops(func, args, kwargs, out)
+        inputs, outputs = _tensors((args, kwargs)), _tensors(out)
+        moved = sum(t.numel() * t.element_size() for t in inputs + outputs)
+        low = any(t.dtype in (torch.bfloat16, torch.float16) for t in inputs if t.is_floating_point())
+        self.flops[label] += flops
+        self.ops.append((flops, moved, low))
+        for t in outputs:
+            self._track(t)
+        self._since_sweep += 1
+        if self._since_sweep >= self.sweep_every:
+            self._sweep()
+            self._since_sweep = 0
+        if self._live_bytes > self.peak_bytes:
+            self.peak_bytes, self.peak_at = self._live_bytes, label
+        return out
+
+    # ---------------------------------------------------------------- results
+    @property
+    def total_flops(self) -> int:
+        return sum(self.flops.values())
+
+    def by_component(self) -> dict[str, int]:
+        """FLOPs per component (forward + backward)."""
+        out: dict[str, int] = defaultdict(int)
+        for key, value in self.flops.items():
+            out[key.rsplit(".", 1)[0]] += value
+        return dict(out)
+
+    def roofline_s(self, gpu: GPU, precision: str) -> float:
+        """Sum over ops of max(FLOPs / peak, bytes / bandwidth): each op at its own bound, 100% of peak.
+        `precision` is the critics' precision: ops with bf16/fp16 inputs run at the bf16 peak, the rest at
+        the fp32 peak (the generator, the optimiser and fp32 critics)."""
+        total = 0.0
+        for flops, moved, low in self.ops:
+            peak = gpu.bf16_tflops if (low and precision != "fp32") else gpu.fp32_tflops
+            total += max(flops / (peak * 1e12), moved / (gpu.bandwidth_tbs * 1e12))
+        return total

@@ -1,0 +1,214 @@
+"""The cost of an adaptation run, measured without a GPU and without weights: one step traced under fake tensors.
+
+    report = estimate(cfg)                 # an AdaptConfig; the architectures come from its references
+    report.step_flops, report.peak_bytes, report.step_seconds("H100"), report.by_component
+
+The step is `trainables.step.Trainer.step` itself (the loop's code path), on modules built from their
+configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no data. What is assumed:
+- architectures: a local diffusers directory or a cached hub snapshot gives the UNet/VAE configs; otherwise
+  SD 1.x's (noted in `assumptions`). A generator checkpoint on disk gives its configuration (its weights are
+  read once on the CPU and dropped); otherwise `generator.size` (StyleGAN2 config-f) or EG3D ffhq512-128.
+- t = 250 (cost does not depend on t); both noise modes cost the same, so the trace uses the fixed buffers;
+  layer selection trains the first k W+ entries (the choice itself needs data, its cost does not).
+- the LPIPS regularizer is charged as its VGG16 feature stack on both images (LPIPS' own linear heads are
+  negligible); the text encoder runs once per run and is not counted.
+- the step counted is the SECOND one (Adam's state exists, as in every step after the first).
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import open_clip
+import torch
+import torchvision
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from ..config import AdaptConfig
+from ..generator_kinds import generator_kind
+from ..guidance.clip_models import LoadedClip, build_open_clip_architecture
+from ..guidance.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod
+from ..guidance.fusion import FusionGuidance
+from ..guidance.nada import NadaGuidance
+from ..step import Trainer
+from .counter import CostCounter
+from .gpus import GPUS, gpu
+
+COST_T = 250
+
+# SD 1.x (CompVis/stable-diffusion-v1-4, runwayml/stable-diffusion-v1-5 and their DreamBooth fine-tunes)
+SD1_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+SD1_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
+               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+               scaling_factor=0.18215)
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build modules directly in `dtype` (Module.to() cannot convert fake parameters)."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(prev)
+
+
+def _cached_diffusers_root(ref: str) -> Path | None:
+    """A local directory, or the cached hub snapshot holding the unet/vae configs; never downloads."""
+    if Path(ref).is_dir():
+        return Path(ref)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref.split("@")[0], local_files_only=True,
+                                      allow_patterns=["unet/config.json", "vae/config.json", "scheduler/*"]))
+    except Exception:                          # not cached (or not a hub id): fall back on SD 1.x
+        return None
+
+
+class _VggLpips(torch.nn.Module):
+    """LPIPS' cost: the VGG16 feature stack (up to relu5_3) on both images, a distance per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torchvision.models.vgg16(weights=None).features[:30]
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.features(a) - self.features(b)).square().flatten(1).mean(1)
+
+
+@dataclass
+class CostReport:
+    config_name: str
+    step_flops: int                                    # one adaptation step
+    by_component: dict[str, int]                       # "unet.forward", "vae.backward", "generator.forward", ...
+    peak_bytes: int                                    # live tensor bytes at the step's peak (weights included)
+    peak_at: str                                       # the component running at the peak ("vae.backward")
+    weight_bytes: int                                  # parameters and buffers of every model
+    precision: str                                     # the critics' precision
+    iterations: int
+    step_seconds_by_gpu: dict[str, float]              # roofline, each op at its own bound, 100% of peak
+    eval_flops: int = 0                                # the evaluation stage (all samples)
+    eval_seconds_by_gpu: dict[str, float] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    def step_seconds(self, gpu_name: str) -> float:
+        return self.step_seconds_by_gpu[gpu(gpu_name).name]
+
+    def run_seconds(self, gpu_name: str) -> float:
+        name = gpu(gpu_name).name
+        return self.iterations * self.step_seconds_by_gpu[name] + self.eval_seconds_by_gpu.get(name, 0.0)
+
+    def mfu(self, gpu_name: str) -> float:
+        """The model FLOPs utilisation the roofline time implies (vs the dense peak of the critics' precision)."""
+        g = gpu(gpu_name)
+        peak = g.bf16_tflops if self.precision != "fp32" else g.fp32_tflops
+        return self.step_flops / (self.step_seconds(gpu_name) * peak * 1e12)
+
+
+def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> FusionGuidance:
+    g = cfg.guidance
+    dtype = torch.float32 if g.engine == "reference" else DTYPES[g.precision]
+    root = _cached_diffusers_root(g.model)
+    if root is not None and (root / "unet" / "config.json").is_file():
+        unet_cfg = dict(UNet2DConditionModel.load_config(root, subfolder="unet"))
+        vae_cfg = dict(AutoencoderKL.load_config(root, subfolder="vae"))
+        alphas, prediction = FrozenDiffusion._read_schedule(root)
+    else:
+        unet_cfg, vae_cfg, alphas, prediction = SD1_UNET, SD1_VAE, sd_alphas_cumprod(), "epsilon"
+        notes.append(f"guidance.model {g.model!r} is not on this machine: SD 1.x's UNet/VAE assumed")
+    with _default_dtype(dtype):
+        unet = UNet2DConditionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(vae_cfg)
+    model = FrozenDiffusion(vae, unet, None, None, alphas, prediction, dtype=dtype, image_size=g.image_size,
+                            fast=g.engine == "fast")
+    dim = unet.config.cross_attention_dim
+    for text in (cfg.prompt, g.negative_prompt):
+        model.set_embedding(text, torch.zeros(1, 77, dim, dtype=dtype))
+    lpips = None
+    if cfg.reg.lpips.weight > 0:
+        lpips = _VggLpips().eval().requires_grad_(False)
+        counter.label(lpips, "lpips")
+        notes.append("LPIPS charged as its VGG16 feature stack")
+    counter.label(vae, "vae")
+    counter.label(unet, "unet")
+    guide = FusionGuidance(g, cfg.reg, "cpu", model=model, lpips=lpips)
+    guide.prepare(cfg.prompt, cfg.source_prompt)
+    return guide
+
+
+def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> NadaGuidance:
+    models = []
+    dtype = DTYPES[cfg.nada.precision]
+    for ref in cfg.nada.clip_models:
+        with _default_dtype(dtype):
+            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)
+        model.eval().requires_grad_(False)
+        pcfg = open_clip.get_model_preprocess_cfg(model)
+        size = pcfg.get("size", 224)
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        counter.label(model, "clip")
+        name = Path(ref.name).stem
+        models.append((LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(name if name in open_clip.list_models() else "ViT-B-32"),
+                                  image_mean=tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                                  image_std=tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
+                                  image_size=int(size), name=name, pretrained=ref.pretrained), ref.weight))
+    guide = NadaGuidance(cfg.nada, "cpu", dtype, models=models)
+    guide.prepare(cfg.prompt, cfg.source_prompt)
+    return guide
+
+
+_GUIDES = {"fusion": _fusion_guidance, "nada": _nada_guidance}
+
+
+def _module_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    return [t for m in modules for t in list(m.parameters()) + list(m.buffers())]
+
+
+def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T) -> CostReport:
+    """Trace two steps of `cfg` under fake tensors; report the second (see the module docstring)."""
+    if cfg.method not in _GUIDES:
+        raise ValueError(f"method {cfg.method!r}: the cost model knows {sorted(_GUIDES)}")
+    notes: list[str] = []
+    traced = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"noise_mode": "const"}),
+        "layers": cfg.layers.model_copy(update={"noise_mode": "const"}),
+    })
+    kind = generator_kind(cfg.generator.kind)
+    arch = kind.architecture(cfg.generator, notes)           # real config, read before faking
+    counter = CostCounter()
+    with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True):
+        warnings.simplefilter("ignore")                     # fake tensors' data_ptr deprecation chatter
+        g_frozen = kind.build(arch).eval().requires_grad_(False)
+        guide = _GUIDES[cfg.method](traced, counter, notes)
+        trainer = Trainer.build(traced, kind, g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
+                                choose=lambda movement, k: list(range(min(k, movement.numel()))))
+        counter.label(g_frozen, "generator_frozen")
+        counter.label(trainer.g_train, "generator")
+        trainer.optimizer.register_step_pre_hook(lambda *_: counter.labels.stack.append("optimizer") and None)
+        trainer.optimizer.register_step_post_hook(lambda *_: counter.labels.stack.pop() and None)
+        weights = _module_tensors(*counter.modules)         # every labelled model's parameters and buffers
+        counter.hold(weights)
+        with counter.counting():
+            trainer.step()                                   # creates Adam's state
+        counter.reset()
+        with counter.counting():
+            trainer.step()
+        weight_bytes = sum(w.numel() * w.element_size() for w in weights)
+    counter.close()
+    precision = "fp32" if (cfg.method == "fusion" and cfg.guidance.engine == "reference") else (
+        cfg.guidance.precision if cfg.method == "fusion" else cfg.nada.precision)
+    return CostReport(
+        config_name=cfg.name, step_flops=counter.total_flops,
+        by_component={k: v for k, v in counter.flops.items() if v},
+        peak_bytes=counter.peak_bytes, peak_at=counter.peak_at, weight_bytes=weight_bytes, precision=precision,
+        iterations=cfg.train.iterations,
+        step_seconds_by_gpu={gpu(n).name: counter.roofline_s(gpu(n), precision) for n in gpus},
+        assumptions=notes,
+    )
