@@ -164,7 +164,7 @@ def test_directional_loss_weights_and_gradient(loaded):
     grads, metrics = [], []
     for g in (g1, g2):
         w = w0.clone().requires_grad_(True)
-        metrics.append(g.backward(torch.tanh(w), x_frozen))
+        metrics.append({k: float(v) for k, v in g.backward(torch.tanh(w), x_frozen).items()})  # device tensors
         grads.append(w.grad.clone())
     assert 0 < metrics[0]["loss/clip_directional"] < 2
     assert metrics[1]["loss/clip_directional"] == pytest.approx(2.5 * metrics[0]["loss/clip_directional"], rel=1e-5)

@@ -213,11 +213,12 @@ class CostCounter(TorchDispatchMode):
         return dict(out)
 
     def roofline_s(self, gpu: GPU, precision: str) -> float:
-        """Sum over ops of max(FLOPs / peak, bytes / bandwidth): each op at its own bound, 100% of peak.
+        """Sum over ops of max(FLOPs / peak, bytes / bandwidth) + the device's fixed cost per op: each op at
+        its own bound, 100% of peak.
         `precision` is the critics' precision: ops with bf16/fp16 inputs run at the bf16 peak, the rest at
         the fp32 peak (the generator, the optimiser and fp32 critics)."""
         total = 0.0
         for flops, moved, low in self.ops:
             peak = gpu.bf16_tflops if (low and precision != "fp32") else gpu.fp32_tflops
-            total += max(flops / (peak * 1e12), moved / (gpu.bandwidth_tbs * 1e12))
+            total += max(flops / (peak * 1e12), moved / (gpu.bandwidth_tbs * 1e12)) + gpu.op_overhead_us * 1e-6
         return total

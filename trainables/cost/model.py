@@ -10,6 +10,8 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
   read once on the CPU and dropped); otherwise `generator.size` (StyleGAN2 config-f) or EG3D ffhq512-128.
 - t = 250 (cost does not depend on t); both noise modes cost the same, so the trace uses the fixed buffers;
   layer selection trains the first k W+ entries (the choice itself needs data, its cost does not).
+- NADA's CLIP models are real, randomly initialised modules (open_clip moves models with .to(), which fake
+  parameters refuse); their activations are fake like everything else.
 - the LPIPS regularizer is charged as its VGG16 feature stack on both images (LPIPS' own linear heads are
   negligible); the text encoder runs once per run and is not counted.
 - the step counted is the SECOND one (Adam's state exists, as in every step after the first).
@@ -26,7 +28,7 @@ import open_clip
 import torch
 import torchvision
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from ..config import AdaptConfig
 from ..generator_kinds import generator_kind
@@ -147,9 +149,9 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
     models = []
     dtype = DTYPES[cfg.nada.precision]
     for ref in cfg.nada.clip_models:
-        with _default_dtype(dtype):
-            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)
-        model.eval().requires_grad_(False)
+        with unset_fake_temporarily():     # open_clip moves the model with .to(), which fake parameters refuse:
+            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)   # a real, randomly initialised one
+            model = model.to(dtype).eval().requires_grad_(False)
         pcfg = open_clip.get_model_preprocess_cfg(model)
         size = pcfg.get("size", 224)
         size = size[0] if isinstance(size, (tuple, list)) else size
@@ -160,6 +162,7 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
                                   image_std=tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
                                   image_size=int(size), name=name, pretrained=ref.pretrained), ref.weight))
     guide = NadaGuidance(cfg.nada, "cpu", dtype, models=models)
+    guide.nudge_identical = False      # a data-dependent branch taken at most once per run (step 0)
     guide.prepare(cfg.prompt, cfg.source_prompt)
     return guide
 

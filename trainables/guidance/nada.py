@@ -72,6 +72,8 @@ class NadaGuidance:
         self._targets: list[torch.Tensor] | None = None
         self.prompt: str | None = None
         self.source_prompt: str | None = None
+        # NADA's check for an exactly zero image direction (a host read each step); the cost model turns it off
+        self.nudge_identical = True
 
     # -------------------------------------------------------------- API
     def templates(self) -> list[str]:
@@ -116,7 +118,7 @@ class NadaGuidance:
                 f_src = self.image_features(clip, x_frozen)
             f_tgt = self.image_features(clip, x_train)
             d_i = f_tgt - f_src
-            if d_i.sum() == 0:  # identical images: NADA nudges the input to get a defined direction
+            if self.nudge_identical and d_i.sum() == 0:  # identical images (step 0): NADA nudges the input
                 d_i = self.image_features(clip, x_train + 1e-6) - f_src
             d_i = _normalise(d_i)
             out.append((1.0 - F.cosine_similarity(d_i, d_t, dim=-1)).mean())
@@ -129,21 +131,21 @@ class NadaGuidance:
                 for (clip, _), tgt in zip(self.models, self._targets)]
 
     def backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor, t: int = 0,
-                 rng: torch.Generator | None = None) -> dict[str, float]:
+                 rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         losses = self.directional_losses(x_train, x_frozen)
         total = sum(w * l for (_, w), l in zip(self.models, losses))
         inject_gradient(total)
-        metrics = {"loss/clip_directional": float(total.detach())}
-        metrics.update({f"loss/clip_directional/{k}": float(l.detach()) for k, l in zip(self.keys, losses)})
+        metrics = {"loss/clip_directional": total.detach()}       # device tensors: no host read in a step
+        metrics.update({f"loss/clip_directional/{k}": l.detach() for k, l in zip(self.keys, losses)})
         return metrics
 
     def selection_backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor | None = None, t: int = 0,
-                           rng: torch.Generator | None = None) -> dict[str, float]:
+                           rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         losses = self.global_losses(x_train)
         total = sum(w * l for (_, w), l in zip(self.models, losses))
         inject_gradient(total)
-        metrics = {"loss/clip_global": float(total.detach())}
-        metrics.update({f"loss/clip_global/{k}": float(l.detach()) for k, l in zip(self.keys, losses)})
+        metrics = {"loss/clip_global": total.detach()}
+        metrics.update({f"loss/clip_global/{k}": l.detach() for k, l in zip(self.keys, losses)})
         return metrics
 
     def _check_prepared(self) -> None:
