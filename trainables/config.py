@@ -70,6 +70,7 @@ class DiffusionGuidanceConfig(_Strict):
     grad_scale: float = Field(1.0, gt=0)                      # multiplies every injected gradient (EG3D: 0.01)
     precision: Precision = "fp32"                             # frozen VAE/UNet/text encoder precision
     engine: Literal["reference", "fast"] = "fast"             # same quantities; see docs/engine.md
+    compile: bool = False                                     # torch.compile the UNet (fast engine; GPU runs)
 
     @model_validator(mode="after")
     def _t_range(self) -> "DiffusionGuidanceConfig":

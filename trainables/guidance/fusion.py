@@ -130,7 +130,7 @@ class FusionGuidance:
 
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu") -> "FusionGuidance":
-        return cls(cfg.guidance, cfg.reg, device)
+        return cls(cfg.guidance, cfg.reg, device, compile=cfg.guidance.compile and cfg.guidance.engine == "fast")
 
     def __init__(self, guidance_cfg: "DiffusionGuidanceConfig", reg_cfg: "RegularizerConfig | None" = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None, *,
