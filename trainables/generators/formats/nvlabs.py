@@ -4,7 +4,8 @@ Network pickles are read by `RestrictedUnpickler`, which resolves only the handf
 legitimately references and never executes the embedded `module_src`: every persistent object becomes a
 `PersistentRecord` holding plain data (its class name and `nn.Module.__dict__`), and the tensors are
 collected by walking `_parameters` / `_buffers` through `_modules`. The NVlabs state dict is then converted
-to the internal (rosinality) layout:
+to the internal (rosinality) layout by one table, `nvlabs_key_map` (keys, in NVlabs order) with `layout_change`
+(shapes); `nvlabs_export.py` uses the same table backwards (`TO_NVLABS`) to write NVlabs state dicts:
 
 | NVlabs | rosinality | layout change |
 |---|---|---|
@@ -19,7 +20,7 @@ to the internal (rosinality) layout:
 | layer `.noise_strength` [] | `.noise.weight` [1] | reshape |
 | layer `.bias` [O] | `.activate.bias` [O] (conv) / `.bias` [1,3,1,1] (torgb) | reshape |
 | layer `.noise_const` [r,r] | `noises.noise_{j}` [1,1,r,r] | reshape; j = 0 for b4, 2k+1 / 2k+2 for conv0 / conv1 |
-| `*.resample_filter` [4,4] | (fixed by the config) | checked equal to the [1,3,3,1] FIR filter |
+| `*.resample_filter` [4,4] | (fixed by the config) | checked equal to the [1,3,3,1] FIR filter (rebuilt on export) |
 """
 
 from __future__ import annotations
@@ -242,36 +243,73 @@ def infer_nvlabs_config(sd: Mapping[str, torch.Tensor], path: str | Path | None 
                            channels=channels, lr_mlp=lr_mlp, conv_clamp=conv_clamp)
 
 
-def nvlabs_key_map(cfg: StyleGAN2Config) -> dict[str, str]:
-    """NVlabs state-dict key -> rosinality key (None-valued entries are filters checked, then dropped)."""
-    m: dict[str, str] = {"mapping.w_avg": "latent_avg"}
-    for i in range(cfg.n_mlp):
-        m[f"mapping.fc{i}.weight"] = f"style.{i + 1}.weight"
-        m[f"mapping.fc{i}.bias"] = f"style.{i + 1}.bias"
-    m["synthesis.b4.const"] = "input.input"
+def nvlabs_key_map(cfg: StyleGAN2Config) -> dict[str, str | None]:
+    """NVlabs state-dict key -> rosinality key, in NVlabs' `G.state_dict()` order (synthesis, then mapping).
 
-    def layer(nv: str, ros: str, noise_idx: int) -> None:
+    The one table both directions use (import here, export in `nvlabs_export.py`). `resample_filter` buffers
+    map to None: they are fixed by the config (checked on import, rebuilt on export)."""
+    m: dict[str, str | None] = {}
+
+    def layer(nv: str, ros: str, noise_idx: int) -> None:  # SynthesisLayer: params, buffers, then affine
         m[f"{nv}.weight"] = f"{ros}.conv.weight"
         m[f"{nv}.noise_strength"] = f"{ros}.noise.weight"
         m[f"{nv}.bias"] = f"{ros}.activate.bias"
+        m[f"{nv}.resample_filter"] = None
         m[f"{nv}.noise_const"] = f"noises.noise_{noise_idx}"
         m[f"{nv}.affine.weight"] = f"{ros}.conv.modulation.weight"
         m[f"{nv}.affine.bias"] = f"{ros}.conv.modulation.bias"
 
-    def torgb(nv: str, ros: str) -> None:
+    def torgb(nv: str, ros: str) -> None:  # ToRGBLayer: no filter, no noise
         m[f"{nv}.weight"] = f"{ros}.conv.weight"
         m[f"{nv}.bias"] = f"{ros}.bias"
         m[f"{nv}.affine.weight"] = f"{ros}.conv.modulation.weight"
         m[f"{nv}.affine.bias"] = f"{ros}.conv.modulation.bias"
 
+    m["synthesis.b4.const"] = "input.input"
+    m["synthesis.b4.resample_filter"] = None
     layer("synthesis.b4.conv1", "conv1", 0)
     torgb("synthesis.b4.torgb", "to_rgb1")
     for k in range(cfg.log_size - 2):
         res = 2 ** (k + 3)
+        m[f"synthesis.b{res}.resample_filter"] = None
         layer(f"synthesis.b{res}.conv0", f"convs.{2 * k}", 2 * k + 1)
         layer(f"synthesis.b{res}.conv1", f"convs.{2 * k + 1}", 2 * k + 2)
         torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{k}")
+    m["mapping.w_avg"] = "latent_avg"
+    for i in range(cfg.n_mlp):
+        m[f"mapping.fc{i}.weight"] = f"style.{i + 1}.weight"
+        m[f"mapping.fc{i}.bias"] = f"style.{i + 1}.bias"
     return m
+
+
+def layout_change(ros: str) -> str:
+    """How a tensor's shape differs between the layouts, by its rosinality key (the table's last column)."""
+    if ros == "input.input" or ros.endswith("conv.weight"):
+        return "batch"  # [C,4,4] <-> [1,C,4,4];  [O,I,k,k] <-> [1,O,I,k,k]
+    if ros.endswith("noise.weight"):
+        return "scalar"  # noise_strength [] <-> [1]
+    if ros.startswith("noises."):
+        return "noise"  # noise_const [r,r] <-> [1,1,r,r]
+    if ros.startswith("to_rgb") and ros.endswith(".bias") and ".conv." not in ros:
+        return "rgb_bias"  # [3] <-> [1,3,1,1]
+    return "same"
+
+
+# Values are unchanged in both directions (the same equalized-lr storage; see the module docstring): only shapes move.
+TO_ROSINALITY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "batch": lambda t: t.unsqueeze(0),
+    "scalar": lambda t: t.reshape(1),
+    "noise": lambda t: t.reshape(1, 1, *t.shape),
+    "rgb_bias": lambda t: t.reshape(1, -1, 1, 1),
+    "same": lambda t: t,
+}
+TO_NVLABS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "batch": lambda t: t.squeeze(0),
+    "scalar": lambda t: t.reshape(()),
+    "noise": lambda t: t.reshape(t.shape[-2:]),
+    "rgb_bias": lambda t: t.reshape(-1),
+    "same": lambda t: t,
+}
 
 
 def nvlabs_to_rosinality(sd: Mapping[str, torch.Tensor], cfg: StyleGAN2Config,
@@ -283,7 +321,7 @@ def nvlabs_to_rosinality(sd: Mapping[str, torch.Tensor], cfg: StyleGAN2Config,
     if unknown:
         raise CheckpointError(path, f"unknown NVlabs key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
                               "a stylegan2-ada-pytorch Generator with architecture='skip'")
-    missing = [k for k in key_map if k not in sd and k != "mapping.w_avg"]
+    missing = [k for k, ros in key_map.items() if k not in sd and ros not in (None, "latent_avg")]
     if missing:
         raise CheckpointError(path, f"missing NVlabs key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}",
                               "every layer of a StyleGAN2 generator with noise inputs")
@@ -291,25 +329,17 @@ def nvlabs_to_rosinality(sd: Mapping[str, torch.Tensor], cfg: StyleGAN2Config,
     w_avg = None
     for k, t in sd.items():
         t = t.detach().to(dtype=torch.float32)
-        if k.endswith("resample_filter"):
+        ros = key_map.get(k)
+        if ros is None:  # a resample_filter
             if t.is_meta:  # layout-only conversion (shape checks on the meta device)
                 continue
             if tuple(t.shape) != tuple(fir.shape) or not torch.allclose(t, fir, rtol=1e-6, atol=1e-7):
                 raise CheckpointError(path, f"{k!r} is not the [1, 3, 3, 1] FIR filter", "the standard StyleGAN2 filter")
             continue
-        ros = key_map[k]
         if ros == "latent_avg":
             w_avg = t
-        elif ros == "input.input" or ros.endswith("conv.weight"):
-            out[ros] = t.unsqueeze(0)  # [C,4,4] -> [1,C,4,4];  [O,I,k,k] -> [1,O,I,k,k]
-        elif ros.endswith("noise.weight"):
-            out[ros] = t.reshape(1)
-        elif ros.startswith("noises."):
-            out[ros] = t.reshape(1, 1, *t.shape)
-        elif ros.startswith("to_rgb") and ros.endswith(".bias") and ".conv." not in ros:
-            out[ros] = t.reshape(1, -1, 1, 1)
         else:
-            out[ros] = t
+            out[ros] = TO_ROSINALITY[layout_change(ros)](t)
     return out, w_avg  # FIR kernels of the rosinality layout come from the config (checked equal above)
 
 
