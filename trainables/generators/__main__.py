@@ -2,7 +2,8 @@
 
     render  --checkpoint CKPT --z Z.pt [--truncation PSI] [--device D] --out OUT(.pt|.png)
     info    --checkpoint CKPT [--json]
-    convert --checkpoint CKPT --out OUT.pt      (any supported format -> rosinality .pt)
+    convert --checkpoint CKPT --out OUT.pt [--to rosinality|nvlabs]
+                                                (any supported format -> rosinality .pt, or NVlabs G_ema state dict)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .formats import CheckpointError, load_generator, read_torch_file, save_rosinality
+from .formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
 from .stylegan2 import StyleGAN2
 
 
@@ -102,10 +103,17 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+WRITERS = {
+    "rosinality": (save_rosinality, "rosinality format: {'g_ema', 'latent_avg', 'config'}"),
+    "nvlabs": (save_nvlabs_state_dict, "NVlabs format: {'G_ema': state dict, 'init_kwargs'}, see docs/generators.md"),
+}
+
+
 def _convert(args: argparse.Namespace) -> int:
     g = load_generator(args.checkpoint)
-    path = save_rosinality(g, args.out)
-    print(f"wrote {path} (rosinality format, from {getattr(g, 'source_format', '?')})")
+    save, what = WRITERS[args.to]
+    path = save(g, args.out)
+    print(f"wrote {path} ({what}; from {getattr(g, 'source_format', '?')})")
     return 0
 
 
@@ -125,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--checkpoint", required=True)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_info)
-    c = sub.add_parser("convert", help="convert any supported checkpoint to the rosinality format")
+    c = sub.add_parser("convert", help="convert any supported checkpoint to the rosinality or NVlabs format")
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument("--to", choices=sorted(WRITERS), default="rosinality",
+                   help="rosinality .pt (default) or an NVlabs G_ema state dict + Generator arguments")
     c.set_defaults(func=_convert)
     return p
 

@@ -6,6 +6,10 @@
 | rosinality bare state dict | torch file, keys `style.1.weight`, `conv1.conv.weight` | same |
 | NVlabs state dict (`G.state_dict()`) | torch file, keys `mapping.*`, `synthesis.*` | same, then key conversion |
 | NVlabs network pickle (`.pkl`, `G_ema`) | a pickle stream that is not a torch file | restricted unpickler (`nvlabs.py`) |
+| NVlabs export `{"G_ema": state dict, "init_kwargs"}` | torch file, key `G_ema` | same, then key conversion (`nvlabs_export.py`) |
+
+Writers: `save_rosinality` (rosinality `.pt`) and `save_nvlabs_state_dict` (NVlabs `G_ema` state dict + Generator
+arguments, `nvlabs_export.py`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any
 import torch
 
 from ..stylegan2 import StyleGAN2
-from . import nvlabs, rosinality
+from . import nvlabs, nvlabs_export, rosinality
 from .errors import CheckpointError
+from .nvlabs_export import save_nvlabs_state_dict
 from .rosinality import save_rosinality
 
-__all__ = ["CheckpointError", "detect_format", "load_generator", "read_torch_file", "save_rosinality"]
+__all__ = ["CheckpointError", "detect_format", "load_generator", "read_torch_file", "save_nvlabs_state_dict",
+           "save_rosinality"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickled object of a legacy (non-zip) torch.save file
@@ -115,11 +121,8 @@ def load_generator(path: str | Path) -> StyleGAN2:
         g = rosinality.generator_from_state_dict(obj, None, path)
     elif fmt == "nvlabs-state-dict":
         g = nvlabs.generator_from_nvlabs_state_dict(obj, path)
-    else:  # a dict holding an NVlabs-style G_ema state dict
-        sub = obj["G_ema"]
-        if not isinstance(sub, dict):
-            raise CheckpointError(path, "'G_ema' is not a state dict", "an NVlabs G_ema state dict")
-        g = nvlabs.generator_from_nvlabs_state_dict(sub, path)
+    else:  # a dict holding an NVlabs-style G_ema state dict (+ init_kwargs when save_nvlabs_state_dict wrote it)
+        g = nvlabs_export.generator_from_g_ema_dict(obj, path)
         fmt = "nvlabs-state-dict"
     g.source_format = fmt
     return g
