@@ -12,10 +12,10 @@ from typing import Any
 from .config import EvalConfig, load_eval_config
 
 _LAZY = {
-    "evaluate_run": "tracking", "evaluate_experiment": "tracking", "evaluate_generator": "tracking",
-    "EvalContext": "tracking", "table_dataframe": "table", "runs_dataframe": "table", "log_table": "table",
+    "evaluate_run": "runner", "evaluate_experiment": "runner", "evaluate_generator": "runner",
+    "EvalContext": "runner", "table_dataframe": "table", "runs_dataframe": "table", "log_table": "table",
     "render": "table", "sample_checkpoint": "sampling", "sample_source_generator": "sampling",
-    "compute_fid": "fid", "EvalMetrics": "tracking", "MetricError": "tracking", "missing_metrics": "tracking",
+    "compute_fid": "fid", "EvalMetrics": "runner", "MetricError": "runner", "missing_metrics": "runner",
     "evaluation_problems": "preflight", "check_evaluation": "preflight",
 }
 

@@ -20,7 +20,7 @@ def _tracking_uri(args) -> str | None:
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from trainables.tracking import default_tracking_uri   # the trainables' laptop default: ./mlruns/mlflow.db
+    from tracking import default_tracking_uri   # the local default store: ./mlruns/mlflow.db
 
     return default_tracking_uri()
 
@@ -99,7 +99,7 @@ def _dispatch(args) -> int:
     cfg = load_eval_config(args.config, args.overrides)
     if args.cmd == "run":
         from .preflight import check_evaluation
-        from .tracking import evaluate_experiment, evaluate_run
+        from .runner import evaluate_experiment, evaluate_run
 
         uri = _tracking_uri(args)
         if args.experiment:   # checks the evaluation's models itself, once it knows there is work

@@ -6,7 +6,7 @@
                                FID or feature diversity uses the default extractor
     fid.feature_extractor      a custom extractor imports (and accepts the prompts, see below)
     clip.models.<i>            every open_clip (name, pretrained) of the CLIP score resolves here
-                               (trainables.refs.resolve_open_clip_ref, as the training preflight does)
+                               (trainables.preflight.resolve_open_clip_ref, as the training preflight does)
     diversity.lpips            the LPIPS backbone file
     extra_metrics.<i>          every plugin imports and accepts every prompt of the sweep
     batch_size                 the resource sanity bound of trainables.preflight (per evaluated batch)
@@ -21,8 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from trainables.preflight import MissingModelsError, batch_problem
-from trainables.refs import resolve_open_clip_ref
+from trainables.preflight import MissingModelsError, batch_problem, resolve_open_clip_ref
 
 from .config import EvalConfig
 

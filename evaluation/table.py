@@ -11,7 +11,7 @@ CSV): lowest FID/KID, highest CLIP score and diversity. The variant label comes 
     reg.lpips.weight > 0              -> "+ LPIPS"
     layers.k > 0                      -> "+ layer selection k=K"
 
-Metrics that failed on some runs (tags `eval.error.<metric>`, see evaluation.tracking) are shown as missing
+Metrics that failed on some runs (tags `eval.error.<metric>`, see evaluation.runner) are shown as missing
 with their reason: a `Missing` column (`<metric> (k/n)`: k of the row's n runs lack it) and one note per
 (metric, reason) under the table; `missing` in the DataFrame and the CSV.
 
@@ -30,7 +30,9 @@ from typing import Any, Iterable, Literal
 
 import pandas as pd
 
-from .tracking import STRIP_ARTIFACT, experiment_runs, get_client, retry, run_errors
+from tracking import experiment_runs, mlflow_client, retry
+
+from .runner import STRIP_ARTIFACT, run_errors
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def runs_dataframe(experiment: str, tracking_uri: str | None = None,
                    extra_params: Iterable[str] = ()) -> pd.DataFrame:
     """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric, and
     `eval_errors` ({metric slug: one-line reason} of the metrics that failed on the run)."""
-    client = get_client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     _, trials = experiment_runs(client, experiment)
     rows = []
     for r in trials:
@@ -385,7 +387,7 @@ def log_table(experiment: str, tracking_uri: str | None = None, *, extra_params:
 
     Returns {parent_run_id: table}. Nothing is logged when the experiment has no parent run.
     """
-    client = get_client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parents, _ = experiment_runs(client, experiment)
     runs = runs_dataframe(experiment, tracking_uri, extra_params)
     logged: dict[str, pd.DataFrame] = {}

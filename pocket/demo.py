@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from sweeps.launcher import run_sweep
-    from trainables.tracking import default_tracking_dir
+    from tracking import default_tracking_dir
     from sweeps.spec import MissingModelError, SweepError
 
     storage = args.storage or str(REPO / "runs" / "demo" / time.strftime("%Y%m%d-%H%M%S"))
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - tic) / 60
-    from mlflow.tracking import MlflowClient
     from sweeps.spec import load_sweep
+    from tracking import mlflow_client
 
     name = load_sweep(args.sweep).spec.name
     store = Path(default_tracking_dir())
-    experiment = MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_experiment_by_name(name)
+    experiment = mlflow_client(f"sqlite:///{store / 'mlflow.db'}").get_experiment_by_name(name)
     runs_url = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id if experiment else ''}/runs"
     print(f"\ndemo finished in {minutes:.1f} min (exit {rc}).")
     print(f"Open the MLflow UI on the results, then browse {runs_url} (each sweep run expands into its trials;")

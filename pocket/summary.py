@@ -7,7 +7,7 @@ tables:
      then mean +- std over seeds (so the spread is seed-to-seed, not prompt-to-prompt);
   2. per prompt and method: prompt accuracy / preservation / ground-truth FID, mean over seeds, next to the
      unadapted generator (`frozen G`: the starting point every method moves from; its preservation is 1);
-  3. when metrics failed on some runs (tags `eval.error.<metric>`, evaluation.tracking), each missing metric
+  3. when metrics failed on some runs (tags `eval.error.<metric>`, evaluation.runner), each missing metric
      with its reason and where it is missing (they never hide silently as a "-").
 Prompts outside the pocket catalogue (which the pocket metrics refuse) are grouped as kind `other`.
 """
@@ -27,7 +27,7 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
 
 def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> pd.DataFrame:
     from evaluation.table import runs_dataframe
-    from trainables.tracking import default_tracking_uri
+    from tracking import default_tracking_uri
 
     runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri())   # where sweeps log by default
     if runs.empty:

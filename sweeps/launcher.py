@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.tracking import (LocalMlflowServer, default_tracking_dir, finish_run, git_commit,
-                                 start_parent_run)
+from tracking import LocalMlflowServer, default_tracking_dir, finish_run, git_commit, start_parent_run
 
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 

@@ -5,9 +5,10 @@ store is reachable.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
+
+from tracking import mlflow_client
 
 from .launcher import experiment_dir, read_state, resolve_storage
 
@@ -68,12 +69,8 @@ def _fmt(v) -> str:
 
 
 def _mlflow_lines(uri: str, experiment: str, parent: str) -> list[str]:
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
+    try:   # one try, no retry: status answers at once, unreachable is a valid answer
+        client = mlflow_client(uri)
         exp = client.get_experiment_by_name(experiment)
         runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
         statuses = Counter(r.info.status for r in runs)

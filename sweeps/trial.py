@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from trainables.config import AdaptConfig, flatten
-from trainables.tracking import RunTracker
 from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
+from tracking import RunTracker
 
 from .spec import build_config
 
@@ -57,8 +57,8 @@ def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path,
     `python -m evaluation run --experiment NAME --only-missing` fills in the missing metrics later.
     """
     from evaluation import EvalConfig, evaluate_run
-    from evaluation.tracking import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
-                                     unit_slug)
+    from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
+                                   unit_slug)
 
     eval_cfg = EvalConfig.model_validate(ctx["evaluation"])
     online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks

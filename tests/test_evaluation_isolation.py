@@ -64,7 +64,7 @@ def test_failing_plugin_is_recorded_shown_and_filled_later(world, store, tmp_pat
     from evaluation.__main__ import main
     from evaluation.fid import import_object
     from evaluation.table import render, table_dataframe
-    from evaluation.tracking import evaluate_run
+    from evaluation.runner import evaluate_run
     from pocket import summary
 
     uri, client, exp_id, parent = store
@@ -123,7 +123,7 @@ def test_failing_plugin_is_recorded_shown_and_filled_later(world, store, tmp_pat
 
 def test_core_metric_failures_are_isolated_and_no_samples_fails_every_metric(world, store, tmp_path, capsys):
     from evaluation.__main__ import main
-    from evaluation.tracking import evaluate_generator, evaluate_run, metric_units
+    from evaluation.runner import evaluate_generator, evaluate_run, metric_units
 
     FLAKY["fail"] = False
     base = world["cfg"].model_copy(update={"extra_metrics": [FLAKY_PATH]})

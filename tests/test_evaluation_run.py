@@ -69,7 +69,7 @@ def test_evaluate_run_and_only_missing(world, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from evaluation.__main__ import main
-    from evaluation.tracking import evaluate_run
+    from evaluation.runner import evaluate_run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -112,7 +112,7 @@ def test_evaluate_run_and_only_missing(world, tmp_path, capsys):
     assert {r: client.get_metric_history(r, "eval/fid") for r in (rid, rid2)} == before
     assert {p: p.stat().st_mtime_ns for p in samples.iterdir()} == mtimes
     # other settings on an evaluated run are refused (params are immutable), naming the setting
-    from evaluation.tracking import EvalSettingsConflict
+    from evaluation.runner import EvalSettingsConflict
 
     with pytest.raises(EvalSettingsConflict, match="eval.truncation"):
         evaluate_run(rid, None, cfg.model_copy(update={"truncation": 0.5}), uri)

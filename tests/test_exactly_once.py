@@ -23,7 +23,7 @@ from test_sweeps_ray import driver_log, finish, mlflow_runs, start_driver, sweep
 from trainables.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.loop import adapt
-from trainables.tracking import RunTracker
+from tracking import RunTracker
 from trainables.tune import TrackingCallback
 
 ITERATIONS, CHECKPOINT_EVERY, SAMPLE_EVERY, KILL_AT = 24, 10, 5, 17

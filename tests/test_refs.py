@@ -87,7 +87,8 @@ def test_open_clip_and_lpips_checks(tmp_path, monkeypatch):
     import huggingface_hub.constants as c
     import torch
 
-    from trainables.refs import check_lpips_ref, resolve_open_clip_ref, resolve_text_encoder_ref
+    from trainables.preflight import check_lpips_ref, resolve_open_clip_ref
+    from trainables.refs import resolve_text_encoder_ref
     from trainables.testing import build_tiny_open_clip
 
     cfg, weights = build_tiny_open_clip(tmp_path / "clip")

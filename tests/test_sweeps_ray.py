@@ -224,7 +224,7 @@ def test_interrupted_driver_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 def test_mlflow_server_stopped_mid_trial_loses_no_metrics(tmp_path):
-    from trainables.tracking import LocalMlflowServer
+    from tracking import LocalMlflowServer
 
     server = LocalMlflowServer(tmp_path / "server_store").start()
     pause = tmp_path / "pause"

@@ -1,4 +1,4 @@
-"""trainables.tracking: nothing is lost when the MLflow server goes away, or when processes share SQLite."""
+"""tracking (the spool, the server): nothing is lost when the MLflow server goes away, or when processes share SQLite."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables.tracking import (LocalMlflowServer, RunTracker, start_parent_run, truncate_params, wait_healthy)
+from tracking import (LocalMlflowServer, RunTracker, start_parent_run, truncate_params, wait_healthy)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

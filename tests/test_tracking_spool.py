@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables.tracking import REJECTED_FILE, SPOOL_FILE, LocalMlflowServer, RunTracker
+from tracking import REJECTED_FILE, SPOOL_FILE, LocalMlflowServer, RunTracker
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_changed_param_is_rejected_alone_and_the_spool_moves_on(server, tmp_path
     tracker = _tracker(server.url, spool).start()
     tracker.log_params({"seed": 1, "lr": 0.1})
     assert tracker.flush(60), tracker.last_error
-    with caplog.at_level(logging.WARNING, logger="trainables.tracking"):
+    with caplog.at_level(logging.WARNING, logger="tracking"):
         tracker.log_params({"seed": 2, "extra": "x"})      # seed changed: INVALID_PARAMETER_VALUE (400)
         for step in (1, 2, 3):
             tracker.log_metrics({"loss": 1.0 / step}, step=step)
@@ -97,7 +97,7 @@ def test_invalid_metric_name_and_missing_artifact_are_rejected(server, tmp_path)
 def test_run_that_does_not_exist_stops_sending_and_keeps_the_spool(server, tmp_path, caplog):
     spool = tmp_path / "no_run"
     tracker = _tracker(server.url, spool, run_id="0" * 32)   # a resumed run id unknown to this server
-    with caplog.at_level(logging.ERROR, logger="trainables.tracking"):
+    with caplog.at_level(logging.ERROR, logger="tracking"):
         tracker.start(wait=10)
         tracker.log_metrics({"loss": 1.0}, step=1)
         assert not tracker.close("FINISHED", timeout=60)
@@ -116,7 +116,7 @@ def test_malformed_lines_are_rejected_and_the_valid_ones_delivered(server, tmp_p
              json.dumps({"op": "terminate", "status": "FINISHED"})]
     (spool / SPOOL_FILE).write_text("\n".join(lines) + "\n")
     tracker = _tracker(server.url, spool)        # no flusher thread: flush drains inline
-    with caplog.at_level(logging.WARNING, logger="trainables.tracking"):
+    with caplog.at_level(logging.WARNING, logger="tracking"):
         assert tracker.flush(60), tracker.last_error
     assert _steps(server.url, tracker.run_id, "m") == [1, 3]
     assert _client(server.url).get_run(tracker.run_id).info.status == "FINISHED"
@@ -259,7 +259,7 @@ def test_unknown_exception_is_retried_a_bounded_number_of_times_then_rejected(se
     tracker = _tracker(server.url, spool, max_unknown_attempts=3)
     faulty = FaultyClient(_client(server.url), fail_times=None)
     tracker._client = faulty
-    with caplog.at_level(logging.WARNING, logger="trainables.tracking"):
+    with caplog.at_level(logging.WARNING, logger="tracking"):
         tracker.start()
         tracker.log_metrics({"poison": 1.0}, step=1)
         assert tracker.flush(60), tracker.last_error       # given up on, so the spool is drained

@@ -11,10 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .config import AdaptConfig
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the source, the field path and the fix."""
+from .errors import ConfigError
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

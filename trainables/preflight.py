@@ -12,12 +12,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import AdaptConfig
-from .refs import (ModelNotFoundError, check_lpips_ref, resolve_diffusers_ref, resolve_open_clip_ref,
-                   resolve_text_encoder_ref)
+from .errors import ModelNotFoundError
+from .guidance.clip_models import check_open_clip
+from .guidance.lpips_reg import check_lpips_weights
+from .refs import resolve_diffusers_ref, resolve_text_encoder_ref
 
 
 class MissingModelsError(ModelNotFoundError):
     """One or more models of a config are not on this machine; the message lists each with its fix."""
+
+
+def resolve_open_clip_ref(name: str, pretrained: str | None) -> str:
+    """Check, without building the model, that an open_clip (name, pretrained) pair is loadable here.
+
+    Returns the registered model name; raises `ModelNotFoundError` (weights) or ValueError (unknown name/tag).
+    """
+    return check_open_clip(name, pretrained)
+
+
+def check_lpips_ref(net: str = "vgg") -> None:
+    """Raise `ModelNotFoundError` when LPIPS backbone weights for `net` are not in the torch hub cache."""
+    check_lpips_weights(net)
 
 
 def _generator_problem(path: str) -> str | None:

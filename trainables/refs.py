@@ -6,8 +6,10 @@
 
 A hub id may carry a revision: "org/name@rev". With HF_HUB_OFFLINE=1 only the local HF cache is consulted
 (no network, no retries); otherwise the cache first, then a download restricted to the needed subfolders.
-Every failure is a `ModelNotFoundError` naming the reference, where it looked, and the command that would
-fetch it.
+Every failure is a `ModelNotFoundError` (trainables/errors.py) naming the reference, where it looked, and the
+command that would fetch it. This module is a leaf: it imports no other part of trainables but `errors`
+(the open_clip and LPIPS checks live with their loaders in trainables/guidance and are gathered by
+trainables/preflight.py).
 """
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ import os
 import re
 from pathlib import Path
 
+import huggingface_hub.constants as hf_constants
+from huggingface_hub import hf_hub_download, snapshot_download, try_to_load_from_cache
+
+from .errors import ModelNotFoundError
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt")
 _IGNORE = ["*.fp16.*", "*non_ema*", "*.ema.*", "*.onnx*", "*.msgpack", "*.h5"]   # variants we never load
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model reference that resolves to nothing here; the message says where we looked and how to fetch."""
 
 
 def hf_offline() -> bool:
@@ -29,9 +32,7 @@ def hf_offline() -> bool:
 
 
 def hf_cache_dir() -> Path:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return Path(HF_HUB_CACHE)
+    return Path(hf_constants.HF_HUB_CACHE)   # read at call time (tests and users may repoint it)
 
 
 def is_hub_id(ref: str) -> bool:
@@ -86,8 +87,6 @@ def resolve_diffusers_ref(ref: str, subfolders: tuple[str, ...] = ("unet", "vae"
         return _check_layout(path, ref, subfolders)
     if not is_hub_id(ref):
         raise _missing(ref, subfolders, "no such local directory")
-    from huggingface_hub import snapshot_download
-
     repo, rev = split_revision(ref)
     patterns: list[str] = ["model_index.json"]
     for sf in subfolders:
@@ -130,8 +129,6 @@ def resolve_file_ref(ref: str, filename: str | None = None, allow_download: bool
         return path
     if not is_hub_id(ref) or not filename:
         raise _missing(ref, (), "no such local file" if not filename else "not a hub id")
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
     repo, rev = split_revision(ref)
     cached = try_to_load_from_cache(repo, filename, revision=rev)
     if isinstance(cached, str):
@@ -150,19 +147,3 @@ def resolve_text_encoder_ref(ref: str, allow_download: bool | None = None) -> Pa
     """A standalone CLIP text encoder + tokenizer reference (e.g. openai/clip-vit-large-patch14)."""
     return resolve_diffusers_ref(ref, subfolders=("",), allow_download=allow_download)
 
-
-def resolve_open_clip_ref(name: str, pretrained: str | None) -> str:
-    """Check, without building the model, that an open_clip (name, pretrained) pair is loadable here.
-
-    Returns the registered model name; raises `ModelNotFoundError` (weights) or ValueError (unknown name/tag).
-    """
-    from .guidance import clip_models
-
-    return clip_models.check_open_clip(name, pretrained)
-
-
-def check_lpips_ref(net: str = "vgg") -> None:
-    """Raise `ModelNotFoundError` when LPIPS backbone weights for `net` are not in the torch hub cache."""
-    from .guidance.lpips_reg import check_lpips_weights
-
-    check_lpips_weights(net)

@@ -29,17 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import huggingface_hub.constants as hf_constants
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+
+from ..errors import ModelNotFoundError
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _OPENCLIP_DIR_WEIGHTS = (
     "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
     "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "model.pt", "weights.pt",
 )
-
-
-from ..refs import ModelNotFoundError
 
 
 class ClipWeightsNotFoundError(ModelNotFoundError):
@@ -160,12 +161,7 @@ def _missing_weights_error(model_name: str, pretrained: str, cause: BaseExceptio
 
 
 def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return str(HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return "~/.cache/huggingface/hub"
+    return str(hf_constants.HF_HUB_CACHE)   # read at call time (tests and users may repoint it)
 
 
 def _tag_cached(model_name: str, pretrained: str) -> bool | None:
@@ -176,8 +172,6 @@ def _tag_cached(model_name: str, pretrained: str) -> bool | None:
     hub = (cfg or {}).get("hf_hub", "")
     if not hub:
         return None
-    from huggingface_hub import try_to_load_from_cache
-
     repo, fname = os.path.split(hub)
     names = [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
     if fname.endswith(".bin"):

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ModelNotFoundError
+
 # torchvision ImageNet weights the lpips package loads for each backbone.
 BACKBONE_WEIGHTS = {
     "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16"),
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "alexnet"),
     "squeeze": ("squeezenet1_1-b8a52dc0.pth", "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth", "squeezenet1_1"),
 }
-
-
-from ..refs import ModelNotFoundError
 
 
 class LpipsWeightsNotFoundError(ModelNotFoundError):

@@ -1,6 +1,6 @@
-"""Evaluate adapted generators and report to MLflow: `evaluate_run`, `evaluate_experiment`.
+"""The evaluation runner: evaluate adapted generators and report to MLflow (`evaluate_run`, `evaluate_experiment`).
 
-Every write goes through `MlflowClient(tracking_uri)` with an explicit run id (never the fluent API), so
+Every write goes through `tracking.mlflow_client(tracking_uri)` (tracking's one retry policy) with an explicit run id (never the fluent API), so
 `evaluate_run` can be called inside a Ray Tune trial while the trial's own run is still active, and
 standalone afterwards (`python -m evaluation run --experiment NAME`).
 
@@ -40,6 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tracking import clip_param, clip_tag, experiment_runs, mlflow_client, retry
+
 from .config import EvalConfig
 from .preflight import check_evaluation, check_plugin_prompts, error_reason
 from .sampling import list_images, resolve_device, sample_for_eval, sample_source_generator
@@ -59,34 +61,6 @@ class RunInputError(FileNotFoundError):
 
 class EvalSettingsConflict(RuntimeError):
     """The run was already evaluated with other settings (MLflow params are immutable)."""
-
-
-def quiet_mlflow_env() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def get_client(tracking_uri: str | None):
-    quiet_mlflow_env()
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def retry(fn: Callable[[], Any], attempts: int = 8, first: float = 0.2) -> Any:
-    """Retry transient store errors (SQLite 'database is locked' while trials write, server restarts)."""
-    delay = first
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001
-            text = str(exc).lower()
-            transient = any(w in text for w in ("locked", "connection", "timed out", "timeout", "503", "502"))
-            if i == attempts - 1 or not transient:
-                raise
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
 
 
 # ---- metric bookkeeping ------------------------------------------------------------------------------
@@ -368,7 +342,7 @@ def evaluation_params(cfg: EvalConfig, manifest: dict[str, Any]) -> dict[str, st
     """The `eval.*` params logged with the numbers (settings + the latents file's sha256)."""
     params = dict(cfg.as_params())
     params["eval.latents.sha256"] = str(manifest.get("latents_sha256"))
-    return {k: v[:500] for k, v in params.items()}
+    return {k: clip_param(v) for k, v in params.items()}
 
 
 def evaluation_tags(cfg: EvalConfig, samples_dir: Path | None, done_plugins: set[str] = frozenset(),
@@ -403,7 +377,7 @@ def log_evaluation(client, run_id: str, metrics: dict[str, float], cfg: EvalConf
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())],
         params=[Param(k, v) for k, v in sorted(todo.items())],
-        tags=[RunTag(k, v[:5000]) for k, v in tags.items()],
+        tags=[RunTag(k, clip_tag(v)) for k, v in tags.items()],
     ))
     for unit in getattr(metrics, "done", []):   # fixed since the last evaluation: the reason no longer holds
         if error_tag(unit) in run.data.tags:
@@ -456,13 +430,13 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
     if path.is_file():
         generator_path, downloaded = path, False
         if run_id is not None:
-            client = get_client(tracking_uri)
+            client = mlflow_client(tracking_uri)
             params = retry(lambda: client.get_run(run_id)).data.params
     else:
         if path.suffix in (".pt", ".pkl", ".pth") or os.sep in str(target):
             raise FileNotFoundError(f"generator checkpoint not found: {path} (and it is no MLflow run id)")
         run_id = str(target)
-        client = get_client(tracking_uri)
+        client = mlflow_client(tracking_uri)
         run = retry(lambda: client.get_run(run_id))
         inputs = resolve_run_inputs(client, run, cfg.resolved_cache_dir())
         generator_path, downloaded = inputs.generator_path, inputs.downloaded
@@ -470,7 +444,7 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
         source_generator = source_generator or inputs.source_generator
         params = run.data.params
     if client is not None and run_id is not None:   # fail before the expensive part, not after it
-        _check_params(retry(lambda: client.get_run(run_id)), {k: v[:500] for k, v in cfg.as_params().items()})
+        _check_params(retry(lambda: client.get_run(run_id)), {k: clip_param(v) for k, v in cfg.as_params().items()})
     if source_generator is None and params.get("generator.checkpoint"):
         source_generator = params["generator.checkpoint"]
     work = Path(out_dir) if out_dir else _out_dir(cfg, generator_path, run_id, downloaded)
@@ -490,25 +464,6 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
 
 
 # ---- experiments -------------------------------------------------------------------------------------
-def experiment_runs(client, experiment: str) -> tuple[list, list]:
-    """(parent runs, trial runs) of an experiment; parents: tag sweep.role=parent or referenced as parent."""
-    exp = retry(lambda: client.get_experiment_by_name(experiment))
-    if exp is None:
-        raise ValueError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}")
-    runs, token = [], None
-    while True:
-        page = retry(lambda: client.search_runs([exp.experiment_id], max_results=1000, page_token=token))
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    parent_ids = {r.data.tags.get("mlflow.parentRunId") for r in runs} - {None}
-    parents = [r for r in runs if r.info.run_id in parent_ids or r.data.tags.get("sweep.role") == "parent"]
-    pset = {r.info.run_id for r in parents}
-    trials = [r for r in runs if r.info.run_id not in pset]
-    return parents, trials
-
-
 def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: str | None = None,
                         only_missing: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate every FINISHED trial run of an experiment; returns {run_id: metrics | 'skipped' | error}.
@@ -518,7 +473,7 @@ def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: str | No
     missing weights stop the command before any work. A metric that fails is reported and recorded on its
     run (the result's `.errors`); the other runs and metrics go on.
     """
-    client = get_client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     _, trials = experiment_runs(client, experiment)
     results: dict[str, Any] = {}
     todo = []

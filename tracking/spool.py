@@ -2,8 +2,8 @@
 
 Every operation (params, tags, step metrics, artifacts, the final status) is appended to a JSON-lines
 spool on disk first (in the trial directory), then a background thread sends it to the tracking server
-with `MlflowClient(tracking_uri)` (the URI is always explicit: no global `mlflow.set_tracking_uri`).
-Every failure is classified (`classify_error`): transient ones (connection refused, timeouts, 5xx, 408/429,
+with `tracking.client.mlflow_client(tracking_uri)` (the URI is always explicit: no global `mlflow.set_tracking_uri`).
+Every failure is classified (`tracking.errors.classify_error`): transient ones (connection refused, timeouts, 5xx, 408/429,
 "database is locked") are retried with backoff for as long as it takes; permanent ones (any other 4xx MLflow
 answer, such as INVALID_PARAMETER_VALUE for a changed param, or a missing artifact file) and malformed spool
 lines are moved to `rejected.jsonl` beside the spool and reported at WARNING; unknown exceptions are retried
@@ -11,149 +11,36 @@ lines are moved to `rejected.jsonl` beside the spool and reported at WARNING; un
 behind one bad operation. Training never waits. A restarted process (a Tune retry) reopens the same spool and run id, so the
 child run continues where it stopped. Leftovers can be replayed with
 
-    python -m trainables.tracking replay SPOOL_DIR [--tracking-uri URI]
+    python -m tracking replay SPOOL_DIR [--tracking-uri URI]
 
-Conventions (docs/architecture.md): experiment = sweep name; a parent run per sweep (tag sweep.role=parent);
-a child run per trial (tags mlflow.parentRunId, sweep.role=trial); params = the flattened config with
-dotted keys; long values truncated in params (full text kept as a tag or artifact).
+Conventions (experiments, parent/child runs, tags, size limits): tracking.conventions.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from .client import mlflow_client
+from .conventions import (MAX_TAG_LEN, METRICS_PER_BATCH, PARAMS_PER_BATCH, PARENT_RUN_TAG, clip_tags,
+                          ensure_experiment, truncate_params)
+from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
+from .store import sqlite_artifact_location
 
 log = logging.getLogger(__name__)
 
-MAX_PARAM_LEN = 500          # params above this are truncated (the full value goes to a tag/artifact)
-MAX_TAG_LEN = 5000
-METRICS_PER_BATCH = 1000     # MLflow log_batch limits
-PARAMS_PER_BATCH = 100
 SPOOL_FILE = "pending.jsonl"
 OFFSET_FILE = "sent.offset"
 RUN_FILE = "run.json"
 REJECTED_FILE = "rejected.jsonl"
 
 
-def _quiet_http_env() -> None:
-    """Our own backoff governs retries: MLflow's HTTP retries would block the flusher for minutes."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def default_tracking_dir(cwd: str | Path | None = None) -> Path:
-    return Path(cwd or os.getcwd()).resolve() / "mlruns"
-
-
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """The laptop default: a SQLite store in ./mlruns (artifacts in ./mlruns/artifacts)."""
-    return f"sqlite:///{default_tracking_dir(cwd) / 'mlflow.db'}"
-
-
-def is_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:")
-
-
-TRANSIENT, PERMANENT, UNKNOWN = "transient", "permanent", "unknown"
-# messages of exceptions that wrap a network/lock failure without a type or status to go by
-_TRANSIENT_TEXT = ("database is locked", "connection refused", "connection reset", "connection aborted",
-                   "max retries exceeded", "timed out", "temporarily unavailable", "failed to establish")
-
-
-def classify_error(exc: BaseException) -> str:
-    """TRANSIENT (retrying later can succeed), PERMANENT (the server answered: this request is wrong) or UNKNOWN.
-
-    Rule (HTTP semantics): an MLflow error code maps to an HTTP status; 5xx, 408 and 429 are the server's
-    condition, every other 4xx is about the request itself (INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST,
-    RESOURCE_ALREADY_EXISTS, ...). Connection errors and timeouts are transient; a missing local file is
-    permanent; anything else is UNKNOWN (retried a bounded number of times by the caller)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    text = str(exc).lower()
-    if isinstance(exc, MlflowException):
-        if any(t in text for t in _TRANSIENT_TEXT):
-            return TRANSIENT
-        status = exc.get_http_status_code()
-        return TRANSIENT if status >= 500 or status in (408, 429) else PERMANENT
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        return TRANSIENT if status >= 500 or status in (408, 429) else PERMANENT
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-        return TRANSIENT
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-        return PERMANENT
-    if any(t in text for t in _TRANSIENT_TEXT):
-        return TRANSIENT
-    return UNKNOWN
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth retrying (a bounded retry for UNKNOWN): everything but a permanent answer."""
-    return classify_error(exc) != PERMANENT
-
-
 class _RunUnavailable(Exception):
     """The run itself cannot be created or reopened (a permanent answer): nothing in the spool can be sent."""
-
-
-def truncate_params(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """(params as strings, truncated to MAX_PARAM_LEN; full values of the truncated ones)."""
-    out, full = {}, {}
-    for key, value in params.items():
-        text = "None" if value is None else (json.dumps(value) if isinstance(value, (list, dict)) else str(value))
-        if len(text) > MAX_PARAM_LEN:
-            full[key] = text
-            text = text[: MAX_PARAM_LEN - 3] + "..."
-        out[key] = text
-    return out, full
-
-
-def ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:
-        exp = client.get_experiment_by_name(name)  # created concurrently by another trial
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def sqlite_artifact_location(uri: str) -> str | None:
-    """For a local SQLite store, artifacts live beside it (mlruns/artifacts), not in a process's cwd."""
-    if not is_sqlite(uri):
-        return None
-    db = Path(uri.split("sqlite:///", 1)[-1])
-    return (db.parent / "artifacts").resolve().as_uri()
-
-
-def _retry(fn, *, attempts: int = 8, first: float = 0.2, what: str = "mlflow call"):
-    delay = first
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if i == attempts - 1 or not _transient(exc):
-                raise
-            log.debug("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 class RunTracker:
@@ -168,14 +55,13 @@ class RunTracker:
     def __init__(self, tracking_uri: str, experiment: str, *, spool_dir: str | Path, run_id: str | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None, tags: dict[str, Any] | None = None,
                  flush_interval: float = 2.0, max_backoff: float = 15.0, max_unknown_attempts: int = 5):
-        _quiet_http_env()
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.parent_run_id = parent_run_id
         self.run_name = run_name
-        self.tags = {k: str(v)[:MAX_TAG_LEN] for k, v in (tags or {}).items()}
+        self.tags = clip_tags(tags)
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff
         self.max_unknown_attempts = max(1, max_unknown_attempts)   # tries of one op before an UNKNOWN error rejects it
@@ -214,9 +100,7 @@ class RunTracker:
 
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = mlflow_client(self.tracking_uri)
         return self._client
 
     def _seal_partial_line(self) -> None:
@@ -235,7 +119,7 @@ class RunTracker:
             exp_id = ensure_experiment(client, self.experiment, sqlite_artifact_location(self.tracking_uri))
             tags = dict(self.tags)
             if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
+                tags[PARENT_RUN_TAG] = self.parent_run_id
             run = client.create_run(exp_id, run_name=self.run_name, tags=tags)
             self._run_id = run.info.run_id
             self._write_run_file()
@@ -254,7 +138,7 @@ class RunTracker:
                 break
             except Exception as exc:
                 self.last_error = repr(exc)
-                if time.time() > deadline or not _transient(exc):
+                if time.time() > deadline or not is_retryable(exc):
                     log.warning("MLflow at %s not reachable (%s); spooling to %s", self.tracking_uri, exc, self.spool_dir)
                     break
                 time.sleep(0.5)
@@ -281,7 +165,7 @@ class RunTracker:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if tags:
-            self._append({"op": "tags", "data": {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}})
+            self._append({"op": "tags", "data": clip_tags(tags)})
 
     def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
         ts = timestamp_ms or int(time.time() * 1000)
@@ -336,7 +220,7 @@ class RunTracker:
             self._thread.join(timeout=5)
         if not ok:
             log.warning("MLflow run %s: %d bytes still spooled in %s (%s); replay with "
-                        "`python -m trainables.tracking replay %s`", self._run_id, self.pending_bytes(),
+                        "`python -m tracking replay %s`", self._run_id, self.pending_bytes(),
                         self.spool_dir, self.fatal_error or f"server unreachable: {self.last_error}", self.spool_dir)
         if self.rejected_ops:
             log.warning("MLflow run %s: %d operation(s) were rejected; see %s", self._run_id, self.rejected_ops,
@@ -404,7 +288,7 @@ class RunTracker:
             self.fatal_error = f"{type(exc).__name__}: {str(exc)[:500]}"
             self.last_error = repr(exc)
             log.error("MLflow run for %s cannot be %s at %s (%s); nothing more is sent. The spool is kept: fix "
-                      "the server or pass another one with `python -m trainables.tracking replay %s "
+                      "the server or pass another one with `python -m tracking replay %s "
                       "--tracking-uri URI`", self.spool_dir, "reopened" if self._run_id else "created",
                       self.tracking_uri, self.fatal_error, self.spool_dir)
             raise _RunUnavailable(self.fatal_error) from exc
@@ -538,7 +422,7 @@ class RunTracker:
         Call after `flush()`: points still spooled are not counted. Raises if the server cannot be reached."""
         if self._run_id is None:
             return None
-        history = _retry(lambda: self.client().get_metric_history(self._run_id, key), what="read metric history")
+        history = retry(lambda: self.client().get_metric_history(self._run_id, key), what="read metric history")
         return max((int(m.step) for m in history), default=None)
 
 
@@ -584,135 +468,6 @@ def _describe(op: dict[str, Any]) -> str:
     return f"{kind} {op.get('status', '')}".strip()
 
 
-# ----------------------------------------------------------------------------------------------- driver side
-def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str, Any],
-                     spec_text: str | None = None, extra_artifacts: dict[str, str] | None = None,
-                     run_id: str | None = None, artifact_location: str | None = None) -> str:
-    """Create (or reopen) the sweep's parent run; the spec YAML goes in as an artifact. Returns its id.
-
-    `artifact_location` applies when the experiment is created (default: beside a SQLite store, else the
-    server's default)."""
-    _quiet_http_env()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if run_id:
-        _retry(lambda: client.update_run(run_id, status="RUNNING"), what="reopen parent run")
-    else:
-        location = artifact_location or sqlite_artifact_location(tracking_uri)
-        exp_id = _retry(lambda: ensure_experiment(client, experiment, location),
-                        what="create experiment")
-        run = _retry(lambda: client.create_run(exp_id, run_name=run_name,
-                                               tags={k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}),
-                     what="create parent run")
-        run_id = run.info.run_id
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        files = dict(extra_artifacts or {})
-        if spec_text is not None:
-            files["sweep.yaml"] = spec_text
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
-            _retry(lambda: client.log_artifact(run_id, str(Path(tmp) / name)), what="log parent artifact")
-    return run_id
-
-
-def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
-    _quiet_http_env()
-    from mlflow.entities import RunTag
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if tags:
-        _retry(lambda: client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in tags.items()]))
-    _retry(lambda: client.set_terminated(run_id, status), what="finish run")
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, timeout: float = 60.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except Exception:
-            time.sleep(0.3)
-    return False
-
-
-class LocalMlflowServer:
-    """`mlflow server` on loopback over a SQLite store (artifacts served over HTTP): one writer process,
-    so concurrent trials never contend for the SQLite file."""
-
-    def __init__(self, store_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
-                 log_path: str | Path | None = None):
-        self.store_dir = Path(store_dir).resolve()
-        self.host = host
-        self.port = port or _free_port(host)
-        self.log_path = Path(log_path) if log_path else self.store_dir / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def backend_uri(self) -> str:
-        return f"sqlite:///{self.store_dir / 'mlflow.db'}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def command(self) -> list[str]:
-        mlflow_bin = Path(sys.executable).with_name("mlflow")
-        head = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
-        return head + ["server", "--backend-store-uri", self.backend_uri,
-                       "--artifacts-destination", str(self.store_dir / "artifacts"),
-                       "--host", self.host, "--port", str(self.port), "--workers", "1"]
-
-    def start(self, timeout: float = 90.0) -> "LocalMlflowServer":
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        (self.store_dir / "artifacts").mkdir(exist_ok=True)
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        if not wait_healthy(self.url, timeout):
-            self.stop()
-            raise RuntimeError(f"mlflow server did not become healthy at {self.url} in {timeout:.0f}s; "
-                               f"see {self.log_path}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        import signal
-
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.proc = None
-        self._log.close()
-
-
-@contextmanager
-def serve_local(store_dir: str | Path, port: int | None = None) -> Iterator[LocalMlflowServer]:
-    server = LocalMlflowServer(store_dir, port=port).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def replay(spool_dir: str | Path, tracking_uri: str | None = None, timeout: float = 60.0) -> bool:
     """Send whatever a spool still holds (e.g. after the server was down when a trial ended)."""
     spool_dir = Path(spool_dir)
@@ -726,36 +481,3 @@ def replay(spool_dir: str | Path, tracking_uri: str | None = None, timeout: floa
     tracker._resumed = False
     return tracker.flush(timeout)
 
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    if shutil.which("git") is None:
-        return "unknown"
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m trainables.tracking")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    rp = sub.add_parser("replay", help="send a trial's leftover MLflow spool")
-    rp.add_argument("spool_dirs", nargs="+")
-    rp.add_argument("--tracking-uri")
-    rp.add_argument("--timeout", type=float, default=60.0)
-    args = parser.parse_args(argv)
-    ok = True
-    for d in args.spool_dirs:
-        done = replay(d, args.tracking_uri, args.timeout)
-        rejected = Path(d) / REJECTED_FILE
-        n = len(rejected.read_text().splitlines()) if rejected.is_file() else 0
-        print(f"{d}: {'sent' if done else 'still pending'}" + (f"; {n} rejected operation(s) in {rejected}" if n else ""))
-        ok &= done
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

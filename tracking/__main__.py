@@ -1,0 +1,58 @@
+"""`python -m tracking replay SPOOL_DIR...` | `python -m tracking ui [--store DIR] [--port N]`.
+
+replay  send what a trial's MLflow spool still holds (the server was down when it ended)
+ui      the MLflow UI on the local store sweeps and `make demo` write (./mlruns): the lean server
+        (tracking.server: loopback, one worker, no job runner), in the foreground; Ctrl-C stops it
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .server import SERVER_ENV, LocalMlflowServer
+from .spool import REJECTED_FILE, replay
+from .store import default_tracking_dir
+
+
+def _replay(args) -> int:
+    ok = True
+    for d in args.spool_dirs:
+        done = replay(d, args.tracking_uri, args.timeout)
+        rejected = Path(d) / REJECTED_FILE
+        n = len(rejected.read_text().splitlines()) if rejected.is_file() else 0
+        print(f"{d}: {'sent' if done else 'still pending'}" + (f"; {n} rejected operation(s) in {rejected}" if n else ""))
+        ok &= done
+    return 0 if ok else 1
+
+
+def _ui(args) -> int:
+    store = Path(args.store).resolve()
+    if not (store / "mlflow.db").is_file():
+        print(f"error: no MLflow store at {store / 'mlflow.db'}: run `make demo` (or a sweep) first, or pass "
+              f"--store DIR (the folder holding mlflow.db)", file=sys.stderr)
+        return 2
+    server = LocalMlflowServer(store, host="127.0.0.1", port=args.port)
+    cmd = server.command()
+    print(f"MLflow UI on {store}: {server.url}  (Ctrl-C stops it)", flush=True)
+    os.execve(cmd[0] if os.path.isabs(cmd[0]) else sys.executable, cmd, dict(os.environ, **SERVER_ENV))
+    return 0   # not reached: the server replaced this process
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tracking", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("replay", help="send a trial's leftover MLflow spool")
+    rp.add_argument("spool_dirs", nargs="+")
+    rp.add_argument("--tracking-uri")
+    rp.add_argument("--timeout", type=float, default=60.0)
+    ui = sub.add_parser("ui", help="the MLflow UI (lean server, loopback) on the local store")
+    ui.add_argument("--store", default=str(default_tracking_dir()), help="folder holding mlflow.db (default ./mlruns)")
+    ui.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    return _replay(args) if args.cmd == "replay" else _ui(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
