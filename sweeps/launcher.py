@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tracking import LocalMlflowServer, default_tracking_dir, finish_run, git_commit, start_parent_run
+from tracking import (LocalMlflowServer, ROLE_PARENT, ROLE_TAG, default_tracking_dir, finish_run, git_commit,
+                      start_parent_run, summarize_children)
 
+from .context import TrialContext, name_axes
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 
 STATE_FILE = "sweep_state.json"
@@ -318,7 +320,7 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
         commit = git_commit(REPO_ROOT)
         parent = start_parent_run(
             uri, spec.name, run_name=f"{spec.name}" + (" (resumed)" if resume else ""),
-            tags={"sweep.role": "parent", "sweep.name": spec.name, "sweep.file": str(file),
+            tags={ROLE_TAG: ROLE_PARENT, "sweep.name": spec.name, "sweep.file": str(file),
                   "sweep.trials": len(sweep.trials), "git_commit": commit},
             spec_text=sweep.text, extra_artifacts={"trials.csv": trials_csv(sweep)},
             run_id=state.get("parent_run_id") if resume else None,
@@ -331,14 +333,15 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
                               "local_store": str(server.store_dir) if server else None,
                               "storage_path": str(exp_dir.parent), "started": time.time()})
         base = _absolutize_refs(sweep.base) if not cluster else sweep.base
-        ctx = {
-            "experiment": spec.name, "base": base, "checkpoint_every": spec.checkpoint_every,
-            "entrypoint": spec.entrypoint, "tracking_uri": uri, "parent_run_id": parent,
-            "trials_dir": str(exp_dir / "trials"), "git_commit": commit, "evaluation": spec.evaluation,
-            "log_generator_max_mb": spec.log_generator_max_mb, "cwd": os.getcwd() if not cluster else None,
-        }
+        ctx = TrialContext(
+            experiment=spec.name, base=base, checkpoint_every=spec.checkpoint_every, entrypoint=spec.entrypoint,
+            tracking_uri=uri, parent_run_id=parent, trials_dir=str(exp_dir / "trials"), git_commit=commit,
+            evaluation=spec.evaluation or None, log_generator_max_mb=spec.log_generator_max_mb,
+            cwd=os.getcwd() if not cluster else None, name_axes=name_axes(sweep.axes, sweep.varying),
+        )
         results = _fit(sweep, ctx, exp_dir, resume)
         errors = sum(1 for r in results if r.error is not None)
+        _summarize_children(uri, parent, out)
         finish_run(uri, parent, "FAILED" if errors else "FINISHED",
                    tags={"sweep.trials_ok": len(results) - errors, "sweep.trials_failed": errors})
         print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
@@ -353,6 +356,18 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
             ray.shutdown()
         if server is not None:
             server.stop()
+
+
+def _summarize_children(uri: str, parent_run_id: str, out) -> None:
+    """The trials' headline eval metrics onto the parent run (`<run name>/eval/...`): the MLflow chart view
+    shows every trial's result without expanding the sweep run."""
+    try:
+        from evaluation.table import headline_metrics
+
+        summarize_children(uri, parent_run_id, headline_metrics)
+    except Exception as exc:  # the trials' own runs hold every number; only the parent's overview is missing
+        print(f"warning: the trials' metrics could not be copied onto the sweep's parent run "
+              f"({type(exc).__name__}: {exc})", file=out)
 
 
 def _log_comparison_table(experiment: str, uri: str, parent_run_id: str, out) -> None:
@@ -370,7 +385,7 @@ def _log_comparison_table(experiment: str, uri: str, parent_run_id: str, out) ->
         print(f"\n{render(table, 'md')}\n(logged as table/ and comparison.png on the sweep's parent run)", file=out)
 
 
-def _fit(sweep: Sweep, ctx: dict[str, Any], exp_dir: Path, resume: bool):
+def _fit(sweep: Sweep, ctx: TrialContext, exp_dir: Path, resume: bool):
     from ray import tune
 
     from .trial import run_trial

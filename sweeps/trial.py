@@ -1,8 +1,10 @@
 """One sweep trial inside a Ray worker: config -> MLflow child run -> adapt (resumable) -> evaluation.
 
 The Tune param space holds one key, `point` = {"index": i, "overrides": {dotted path: value}}; everything
-the sweep shares (the base config, tracking URI, parent run id, storage) arrives in `ctx` through
-`tune.with_parameters`, so it is not a hyperparameter and is not shown in tables.
+the sweep shares (the base config, tracking URI, parent run id, storage) arrives as a frozen
+`sweeps.context.TrialContext` through `tune.with_parameters`, so it is not a hyperparameter and is not shown
+in tables. The trial's MLflow run is named from its config (`context.run_name`, e.g. fusion-a-red-circle-s0);
+Tune's trial id and name are tags (sweep.trial_id, sweep.trial_name).
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import yaml
 
 from trainables.config import AdaptConfig, flatten
 from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
-from tracking import RunTracker
+from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
 
+from .context import TrialContext, run_name
 from .spec import build_config
 
 
@@ -33,8 +36,8 @@ def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git
     guidance_model = cfg.guidance.model if cfg.method == "fusion" else ",".join(
         f"{m.name}/{m.pretrained}" for m in cfg.nada.clip_models)
     return {
-        "sweep.role": "trial",
-        "sweep.trial_id": trial_id,
+        ROLE_TAG: ROLE_TRIAL,
+        TRIAL_ID_TAG: trial_id,
         "sweep.trial_name": trial_name,
         "sweep.trial_index": index,
         "method": cfg.method,
@@ -46,7 +49,7 @@ def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git
     }
 
 
-def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path, tracker: RunTracker) -> dict[str, float]:
+def _evaluate(ctx: TrialContext, cfg: AdaptConfig, result: Any, out_dir: Path, tracker: RunTracker) -> dict[str, float]:
     """The trial's last stage: evaluation.evaluate_run on the adapted generator (the sweep's `evaluation:`).
 
     With the tracking server reachable, evaluation logs into the trial's run itself (its metrics, params and
@@ -56,14 +59,14 @@ def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path,
     that cannot run at all records every metric as failed. The training's results stay, and
     `python -m evaluation run --experiment NAME --only-missing` fills in the missing metrics later.
     """
-    from evaluation import EvalConfig, evaluate_run
+    from evaluation import evaluate_run
     from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
                                    unit_slug)
 
-    eval_cfg = EvalConfig.model_validate(ctx["evaluation"])
+    eval_cfg = ctx.evaluation
     online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks
     try:
-        metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx["tracking_uri"],
+        metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx.tracking_uri,
                                run_id=tracker.run_id if online else None,
                                source_generator=cfg.generator.checkpoint, out_dir=out_dir)
         raised = False
@@ -92,13 +95,16 @@ def _evaluate(ctx: dict[str, Any], cfg: AdaptConfig, result: Any, out_dir: Path,
     return values
 
 
-def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable of every sweep."""
     from ray import tune
 
     # relative model refs resolve as in the driver (embedded) or the job's working dir (cluster), never
     # against Tune's trial dir (runtime_env sets RAY_CHDIR_TO_TRIAL_DIR=0; this covers clusters without it)
-    cwd = ctx.get("cwd") or os.environ.get("TUNE_ORIG_WORKING_DIR")
+    if not isinstance(ctx, TrialContext):
+        raise TypeError(f"run_trial needs a sweeps.context.TrialContext, got {type(ctx).__name__}: a sweep "
+                        f"started by an older version of this code cannot be resumed by this one; rerun it")
+    cwd = ctx.cwd or os.environ.get("TUNE_ORIG_WORKING_DIR")
     if cwd and Path(cwd).is_dir():
         os.chdir(cwd)
     tctx = tune.get_context()
@@ -107,18 +113,19 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     index = point.get("index", trial_id)
     overrides = point.get("overrides", {})
     # optuna puts sampled values beside the fixed ones
-    cfg = build_config(ctx["base"], overrides, ctx.get("checkpoint_every"))
+    cfg = build_config(ctx.base, overrides, ctx.checkpoint_every)
 
-    trial_dir = Path(ctx["trials_dir"]) / trial_name
+    trial_dir = Path(ctx.trials_dir) / trial_name
     trial_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"output_dir": str(trial_dir / "adapt"), "name": trial_name})
     cfg = AdaptConfig.model_validate(cfg.model_dump())
 
     restored = restore_checkpoint(trial_dir / "restored")
     tracker = RunTracker(
-        ctx["tracking_uri"], ctx["experiment"], spool_dir=trial_dir / "mlflow_spool",
-        run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.get("parent_run_id"), run_name=trial_name,
-        tags=trial_tags(cfg, trial_id, trial_name, index, ctx.get("git_commit", "unknown")),
+        ctx.tracking_uri, ctx.experiment, spool_dir=trial_dir / "mlflow_spool",
+        run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.parent_run_id,
+        run_name=run_name(cfg, ctx.name_axes),
+        tags=trial_tags(cfg, trial_id, trial_name, index, ctx.git_commit),
     )
     # a run id before start(): this attempt continues a run an earlier attempt logged into (even one killed
     # before its first checkpoint), so replayed steps must be checked against MLflow (exactly once)
@@ -134,27 +141,22 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         tracker.log_params(params)
         tracker.log_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml", "config")
         tracker.log_text(cfg.prompt, "prompt.txt", "config")
-        if ctx.get("evaluation"):
-            try:
-                from evaluation.config import EvalConfig
-
-                tracker.log_params(EvalConfig.model_validate(ctx["evaluation"]).as_params())
-            except Exception:
-                pass
+        if ctx.evaluation is not None:   # validated by the launcher (TrialContext): nothing to catch here
+            tracker.log_params(ctx.evaluation.as_params())
 
     attempt = int(restored.state.get("attempt", 0)) + 1
     report = TuneReportCallback(state=lambda: {"mlflow_run_id": tracker.run_id, "attempt": attempt},
                                 staging_dir=trial_dir)
-    callbacks = [TrackingCallback(tracker, ctx.get("log_generator_max_mb", 256.0), continues_run=continues_run),
+    callbacks = [TrackingCallback(tracker, ctx.log_generator_max_mb, continues_run=continues_run),
                  report]
-    adapt = import_entrypoint(ctx.get("entrypoint", "trainables.loop:adapt"))
+    adapt = import_entrypoint(ctx.entrypoint)
     try:
         result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)
         extra: dict[str, float] = {}
-        if ctx.get("evaluation"):
+        if ctx.evaluation is not None:
             extra = _evaluate(ctx, cfg, result, trial_dir / "eval", tracker)
         tracker.set_tags({"sweep.status": "finished"})
-        tracker.close("FINISHED", timeout=ctx.get("final_flush_timeout_s", 300.0))
+        tracker.close("FINISHED", timeout=ctx.final_flush_timeout_s)
         report.flush(extra={**extra, "done_steps": int(result.steps)})
     except BaseException as exc:
         tracker.set_tags({"sweep.error": f"{type(exc).__name__}: {exc}"[:4000]})
