@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_USAGE_STATS_REPORT_URL := http://127.0.0.1:9/
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo ui clean
 
 setup: $(BIN)/.installed
 
@@ -30,6 +30,11 @@ test-fast: setup
 
 demo: setup
 	$(BIN)/python -m pocket.demo
+
+# The MLflow UI on ./mlruns (what `make demo` and sweeps write): the lean server, 127.0.0.1:5000, one worker,
+# no job runner (python -m tracking ui). Ctrl-C stops it.
+ui: setup
+	$(BIN)/python -m tracking ui
 
 clean:
 	rm -rf runs mlruns .pytest_cache

@@ -15,6 +15,11 @@ Metrics that failed on some runs (tags `eval.error.<metric>`, see evaluation.run
 with their reason: a `Missing` column (`<metric> (k/n)`: k of the row's n runs lack it) and one note per
 (metric, reason) under the table; `missing` in the DataFrame and the CSV.
 
+Columns: the paper's first (FID, CLIP score, diversity), then the other core metrics (KID, raw cosine) and
+plugin metrics. Per-attribute breakdowns (a plugin family of two or more keys `<ns>/<stem>_<attr>`, e.g.
+pocket/acc_color, pocket/acc_shape) go to a second table below the first; prompts are cut to
+PROMPT_WIDTH characters in Markdown, so both stay readable in a terminal (CSV and LaTeX keep them whole).
+
 `log_table` writes table.md / table.tex / table.csv and comparison.png (rows = variants, columns = the same
 fixed latents, from each variant's first run's `eval/strip.png`) as artifacts `table/...` of the sweep's
 parent run.
@@ -42,16 +47,19 @@ class MetricSpec:
     label: str                                # header in md/latex
     better: Literal["min", "max"] | None      # None: no best mark
     fmt: str = ".4g"
+    detail: bool = False                      # a per-attribute breakdown: the second table
 
 
-CORE_METRICS = (
+CORE_METRICS = (   # the paper's columns first: FID, CLIP score, diversity; then the rest
     MetricSpec("eval/fid", "fid", "FID ↓", "min", ".2f"),
-    MetricSpec("eval/kid", "kid", "KID ↓", "min", ".4f"),
     MetricSpec("eval/clip_score", "clip_score", "CLIP score ↑", "max", ".2f"),   # 100 max(cos, 0) (CLIPScore)
-    MetricSpec("eval/clip_score_raw", "clip_score_raw", "raw 100 cos ↑", "max", ".2f"),
     MetricSpec("eval/lpips_diversity", "lpips_diversity", "LPIPS div. ↑", "max", ".4f"),
     MetricSpec("eval/feature_diversity", "feature_diversity", "Feature div. ↑", "max", ".4f"),
+    MetricSpec("eval/kid", "kid", "KID ↓", "min", ".4f"),
+    MetricSpec("eval/clip_score_raw", "clip_score_raw", "raw 100 cos ↑", "max", ".2f"),
 )
+PAPER_KEYS = ("eval/fid", "eval/clip_score", "eval/lpips_diversity", "eval/feature_diversity")
+PROMPT_WIDTH = 40
 _SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/", "eval/clip_score_raw/")
 _CORE_BY_UNIT = {"fid": "eval/fid", "feature_diversity": "eval/feature_diversity", "clip_score": "eval/clip_score",
                  "lpips_diversity": "eval/lpips_diversity"}   # a failed core unit keeps its column (shown –)
@@ -140,6 +148,24 @@ def _missing(g: pd.DataFrame) -> list[tuple[str, int, str]]:
     return [(u, len(w), max(set(w), key=w.count)) for u, w in sorted(reasons.items())]
 
 
+def detail_keys(keys: Iterable[str]) -> set[str]:
+    """Per-attribute plugin keys: `eval/<ns>/<stem>_<attr>` where two or more keys share `<ns>/<stem>_`."""
+    family: dict[str, list[str]] = {}
+    for key in keys:
+        if key.startswith("eval/") and key not in {m.key for m in CORE_METRICS} and not key.startswith(_SKIP_AUTO):
+            head, _, last = key.rpartition("/")
+            if "_" in last and head != "eval":
+                family.setdefault(f"{head}/{last.split('_', 1)[0]}_", []).append(key)
+    return {k for members in family.values() if len(members) > 1 for k in members}
+
+
+def headline_metrics(keys: set[str]) -> set[str]:
+    """The metrics worth a chart on a sweep's parent run: the paper's and the plugins' own (no breakdowns)."""
+    details = detail_keys(keys)
+    return {k for k in keys if k.startswith("eval/") and not k.startswith(_SKIP_AUTO) and k not in details
+            and k not in ("eval/kid", "eval/clip_score_raw")}
+
+
 def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[MetricSpec]:
     failed = {_CORE_BY_UNIT[u] for u in _failed_units(runs) if u in _CORE_BY_UNIT}
     specs = [m for m in CORE_METRICS if m.key in runs.columns or m.key in failed]
@@ -148,9 +174,11 @@ def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[
         if m.key in runs.columns and m.key not in known:
             specs.append(m)
             known.add(m.key)
-    for col in sorted(c for c in runs.columns if c.startswith("eval/")):   # plugin metrics: shown, not marked
-        if col not in known and not col.startswith(_SKIP_AUTO):
-            specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.removeprefix("eval/"), None))
+    details = detail_keys(runs.columns)
+    plugins = sorted(c for c in runs.columns if c.startswith("eval/") and c not in known and not c.startswith(_SKIP_AUTO))
+    for col in sorted(plugins, key=lambda c: c in details):   # plugin metrics: shown, not marked; breakdowns last
+        specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.removeprefix("eval/"), None,
+                                detail=col in details))
     return specs
 
 
@@ -214,20 +242,35 @@ def _short_source(source: str) -> str:
     return Path(source).stem if ("/" in source or source.endswith((".pt", ".pkl"))) else source
 
 
-def format_markdown(df: pd.DataFrame) -> str:
-    specs: list[MetricSpec] = df.attrs.get("metrics", [])
-    missing = _has_missing(df)
+def _short_prompt(prompt: Any, width: int = PROMPT_WIDTH) -> str:
+    text = str(prompt)
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _markdown_rows(df: pd.DataFrame, specs: list[MetricSpec], missing: bool) -> list[str]:
     head = ["Source", "Prompt", "Method", "n"] + [m.label for m in specs] + (["Missing"] if missing else [])
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3 - missing) + ["---"] * missing) + "|"]
     for _, row in df.iterrows():
-        cells = [_short_source(row["source"]), str(row["prompt"]).replace("|", "\\|"), row["method"], str(row["n"])]
+        cells = [_short_source(row["source"]), _short_prompt(row["prompt"]).replace("|", "\\|"), row["method"],
+                 str(row["n"])]
         for m in specs:
             c = _cell(row, m, " ± ")
             cells.append(f"**{c}**" if row[f"{m.name}_best"] else c)
         if missing:
             cells.append(_missing_cell(row))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_markdown(df: pd.DataFrame) -> str:
+    """The main table (paper columns first), then the per-attribute table when there is one, then notes."""
+    specs: list[MetricSpec] = df.attrs.get("metrics", [])
+    main = [m for m in specs if not m.detail]
+    details = [m for m in specs if m.detail]
+    lines = _markdown_rows(df, main, _has_missing(df))
+    if details:
+        lines += ["", "Per-attribute metrics:", ""] + _markdown_rows(df, details, False)
     notes = _notes(df)
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -239,7 +282,18 @@ def _latex_escape(text: str) -> str:
 
 
 def format_latex(df: pd.DataFrame) -> str:
+    """The main tabular (paper columns first), then the per-attribute one when there is one."""
     specs: list[MetricSpec] = df.attrs.get("metrics", [])
+    main = [m for m in specs if not m.detail]
+    details = [m for m in specs if m.detail]
+    lines = _latex_tabular(df, main)
+    if details:
+        lines += ["", "% per-attribute metrics"] + _latex_tabular(df, details)
+    lines += [f"% {n}" for n in _missing_notes(df)]   # missing metrics with their reasons
+    return "\n".join(lines) + "\n"
+
+
+def _latex_tabular(df: pd.DataFrame, specs: list[MetricSpec]) -> list[str]:
     arrows = {"min": r"$\downarrow$", "max": r"$\uparrow$", None: ""}
     head = ["Source", "Prompt", "Method", "$n$"] + [
         _latex_escape(m.label.replace(" ↓", "").replace(" ↑", "")) + (" " + arrows[m.better] if m.better else "")
@@ -259,8 +313,7 @@ def format_latex(df: pd.DataFrame) -> str:
         lines.append(" & ".join(cells) + r" \\")
         previous = group
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {n}" for n in _missing_notes(df)]   # missing metrics with their reasons
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def format_csv(df: pd.DataFrame) -> str:

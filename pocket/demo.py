@@ -4,16 +4,22 @@
 
 Runs the sweep on an in-process Ray instance with a local MLflow store (./mlruns), each trial adapting the
 committed pocket StyleGAN2 with StyleGAN-NADA or StyleGAN-Fusion and then evaluated against the prompt's
-ground-truth set; prints the comparison table and the command that opens the MLflow UI on the results.
+ground-truth set; prints the comparison table, `make ui` (the MLflow UI on the results) and the links that
+open the experiment's runs and the comparison of this sweep's trials.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
+
+from tracking import PARENT_RUN_TAG, default_tracking_dir, experiment_runs, mlflow_client
 
 REPO = Path(__file__).resolve().parents[1]
+UI = "http://127.0.0.1:5000"   # `make ui` (python -m tracking ui)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from sweeps.launcher import run_sweep
-    from tracking import default_tracking_dir
     from sweeps.spec import MissingModelError, SweepError
 
     storage = args.storage or str(REPO / "runs" / "demo" / time.strftime("%Y%m%d-%H%M%S"))
@@ -36,17 +41,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     minutes = (time.perf_counter() - tic) / 60
     from sweeps.spec import load_sweep
-    from tracking import mlflow_client
 
     name = load_sweep(args.sweep).spec.name
     store = Path(default_tracking_dir())
-    experiment = mlflow_client(f"sqlite:///{store / 'mlflow.db'}").get_experiment_by_name(name)
-    runs_url = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id if experiment else ''}/runs"
+    client = mlflow_client(f"sqlite:///{store / 'mlflow.db'}")
     print(f"\ndemo finished in {minutes:.1f} min (exit {rc}).")
-    print(f"Open the MLflow UI on the results, then browse {runs_url} (each sweep run expands into its trials;")
-    print("the table and comparison figure are artifacts of the sweep run, under table/):")
-    print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store / 'mlflow.db'} "
-          f"--default-artifact-root {store / 'artifacts'} --host 127.0.0.1 --port 5000 --workers 1")
+    print("Open the MLflow UI on the results (lean server on 127.0.0.1:5000; Ctrl-C stops it):  make ui")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        parents, trials = experiment_runs(client, name)
+        newest = max(parents, key=lambda r: r.info.start_time or 0, default=None)
+        mine = [r for r in trials if newest is not None and r.data.tags.get(PARENT_RUN_TAG) == newest.info.run_id]
+        print(f"  the runs (charts: the sweep run's {len(mine)} trials, no need to expand it):")
+        print(f"    {UI}/#/experiments/{experiment.experiment_id}/runs")
+        if mine:
+            ids = quote(json.dumps([r.info.run_id for r in mine]), safe="")
+            exps = quote(json.dumps([experiment.experiment_id]), safe="")
+            print(f"  the comparison of this sweep's trials:\n    {UI}/#/compare-runs?runs={ids}&experiments={exps}")
+    print("  the table and comparison figure are artifacts of the sweep run, under table/")
     print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
           f"--tracking-uri sqlite:///{store / 'mlflow.db'}")
     return rc
