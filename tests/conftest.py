@@ -28,11 +28,77 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def require_fixtures(sub: str = "") -> Path:
+    """../shared/fixtures[/sub], or FAIL the calling test (never skip: CI has the fixtures, and a skipped
+    reference comparison would pass silently)."""
+    path = FIXTURES / sub if sub else FIXTURES
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the reference fixtures must sit beside the checkout as ../shared/fixtures "
+                    f"(CI has them); copy the shared fixtures folder there")
+    return path
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"{FIXTURES} is missing: the reference fixtures must sit beside the checkout (../shared)")
-    return FIXTURES
+    return require_fixtures()
+
+
+@pytest.fixture(scope="session")
+def stylegan2_fixtures() -> Path:
+    return require_fixtures("stylegan2")
+
+
+@pytest.fixture(scope="session")
+def eg3d_fixtures() -> Path:
+    return require_fixtures("eg3d")
+
+
+@pytest.fixture
+def empty_model_caches(tmp_path_factory, monkeypatch) -> Path:
+    """Point every model-weight cache at a fresh empty directory for one test, so a test that needs weights
+    to be ABSENT (Stable Diffusion, CLIP-L, OpenAI CLIP, torchvision/LPIPS backbones) holds on a machine that
+    has them cached: the HF hub cache (env and the constant huggingface_hub reads at call time), XDG_CACHE_HOME,
+    TORCH_HOME and torch.hub's directory. Offline mode is forced too, so nothing is fetched."""
+    import huggingface_hub.constants as hf_constants
+    import torch
+
+    root = tmp_path_factory.mktemp("empty_caches")
+    hf_home, hf_hub, torch_home = root / "hf", root / "hf" / "hub", root / "torch"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_hub))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(hf_constants, "HF_HOME", str(hf_home))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_hub))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(torch_home / "hub"))   # what torch.hub.set_dir sets
+    return root
+
+
+@pytest.fixture
+def network_attempts(monkeypatch) -> list:
+    """Records and refuses every outgoing network look-up and connection of one test. A 'fails fast offline'
+    test asserts this stays empty (no retry loop can start) instead of timing itself: wall-clock asserts break
+    on a loaded or slower machine."""
+    import socket
+
+    attempts: list = []
+
+    def refuse_lookup(host, *args, **kwargs):
+        attempts.append(("getaddrinfo", host))
+        raise OSError(f"this test forbids network access (name lookup of {host!r})")
+
+    def refuse_connect(sock, address, *args, **kwargs):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(("connect", address))
+            raise OSError(f"this test forbids network access (connect to {address!r})")
+        return real_connect(sock, address, *args, **kwargs)
+
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
+    monkeypatch.setattr(socket.socket, "connect", refuse_connect)
+    return attempts
 
 
 @pytest.fixture(scope="session")
