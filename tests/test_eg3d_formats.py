@@ -15,7 +15,7 @@ from trainables.generators.eg3d.formats import EG3DUnpickler, read_eg3d_pickle
 from trainables.generators.formats.errors import CheckpointError
 
 FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-pytestmark = pytest.mark.skipif(not (FIX / "eg3d").is_dir(), reason=f"fixtures not found at {FIX}")
+pytestmark = pytest.mark.usefixtures("eg3d_fixtures")    # fails (not skips) when ../shared/fixtures is missing
 
 
 def _layout():

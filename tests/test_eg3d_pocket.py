@@ -1,8 +1,6 @@
 """Pocket EG3D: the whole 3D path on CPU (rendering randomness, noise modes, gradients, trainable set)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -27,17 +25,11 @@ def test_build_is_seeded_and_leaves_global_rng_alone():
     assert not torch.equal(a.backbone.synthesis.conv1.conv.weight, c.backbone.synthesis.conv1.conv.weight)
 
 
-def test_render_shapes_and_speed(g):
-    c = orbit_cameras(2)
+def test_render_shapes(g):
+    c = orbit_cameras(2)       # speed is measured in benchmarks/, not asserted here (machines differ)
     with torch.no_grad():
-        g(_z(), c)  # warm-up
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            out = g(_z(), c, render_generator=torch.Generator().manual_seed(0))
-            times.append(time.perf_counter() - t)
+        out = g(_z(), c, render_generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (2, 3, 32, 32) and out["image_depth"].shape == (2, 1, 16, 16)
-    assert min(times) < 5.0  # ~0.1 s on an idle CPU core; loose because the test machine is shared
     assert out["image_depth"].min() >= 2.25 - 1e-5 and out["image_depth"].max() <= 3.3 + 1e-5  # within ray_start..end
     assert (out["image"][0] - out["image"][1]).abs().max() > 1e-3
 
@@ -143,6 +135,7 @@ def test_step_inputs_share_camera_and_jitter_between_frozen_and_trained():
     assert g_train.superresolution.block0.conv0.conv.weight.grad is not None
 
 
+@pytest.mark.numeric
 def test_renderer_gradcheck_float64():
     from trainables.generators.eg3d.networks import OSGDecoder
     from trainables.generators.eg3d.renderer import render, sample_rays

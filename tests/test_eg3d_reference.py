@@ -11,7 +11,7 @@ from trainables.generators.eg3d import load_eg3d
 from trainables.generators.eg3d.renderer import sample_rays
 
 FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "eg3d"
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"fixtures not found at {FIX}")
+pytestmark = [pytest.mark.usefixtures("eg3d_fixtures"), pytest.mark.numeric]   # fails (not skips) without fixtures
 TOL = dict(rtol=1e-5, atol=1e-5)  # README: ~1e-5 absolute; the reference's own alternative paths differ by <= 4.6e-6
 
 

@@ -9,7 +9,7 @@ import torch
 from trainables.generators.eg3d import load_eg3d
 
 FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "eg3d"
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"fixtures not found at {FIX}")
+pytestmark = [pytest.mark.usefixtures("eg3d_fixtures"), pytest.mark.numeric]   # fails (not skips) without fixtures
 TOL = dict(rtol=1e-5, atol=1e-5)
 KEYS = ("image", "image_raw", "image_depth", "image_raw_rendered")
 

@@ -13,6 +13,8 @@ from evaluation import diversity as D  # noqa: E402
 from evaluation.config import EvalConfig  # noqa: E402
 from evaluation.testing import save_random_lpips_backbone  # noqa: E402
 
+pytestmark = pytest.mark.numeric
+
 
 class AbsDiff(torch.nn.Module):
     """Stand-in distance with a known value: mean |a - b| per pair (shape like LPIPS: [B,1,1,1])."""

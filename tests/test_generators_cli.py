@@ -15,7 +15,7 @@ from trainables.generators.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+pytestmark = pytest.mark.usefixtures("stylegan2_fixtures")    # fails (not skips) without fixtures
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -25,6 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.numeric
 def test_render_pt_matches_reference_and_png(tmp_path: Path):
     e = torch.load(FIXTURES / "nvlabs_tiny32_expected.pt", weights_only=True)
     torch.save(e["z"], tmp_path / "z.pt")

@@ -23,7 +23,7 @@ from trainables.generators.formats.nvlabs import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+pytestmark = pytest.mark.usefixtures("stylegan2_fixtures")    # fails (not skips) without fixtures
 F32_TOL = 1e-5
 
 
@@ -32,6 +32,7 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("name", ["nvlabs_tiny32.pkl", "nvlabs_tiny32_state.pt"])
 def test_tiny32_matches_reference(name: str):
     e = torch.load(FIXTURES / "nvlabs_tiny32_expected.pt", weights_only=True)
@@ -47,6 +48,7 @@ def test_tiny32_matches_reference(name: str):
         assert _maxdiff(g.synthesis(e["ws"], noise_mode="const"), e["img_ws"]) < F32_TOL
 
 
+@pytest.mark.numeric
 def test_mixed64_matches_reference():
     e = torch.load(FIXTURES / "nvlabs_mixed64_expected.pt", weights_only=True)
     g = load_generator(FIXTURES / "nvlabs_mixed64.pkl")

@@ -12,7 +12,7 @@ from trainables.generators import CheckpointError, StyleGAN2, StyleGAN2Config, l
 from trainables.generators.formats.rosinality import infer_config
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+pytestmark = pytest.mark.usefixtures("stylegan2_fixtures")    # fails (not skips) without fixtures
 
 F64_TOL = 1e-10
 F32_TOL = 1e-5
@@ -32,6 +32,7 @@ def tiny() -> StyleGAN2:
     return load_generator(FIXTURES / "rosinality_tiny32.pt")
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("dtype,suffix,tol", [(torch.float64, "", F64_TOL), (torch.float32, "_f32", F32_TOL)])
 def test_tiny32_matches_reference(tiny: StyleGAN2, dtype, suffix, tol):
     e = _expected("rosinality_tiny32_expected.pt")
@@ -72,6 +73,7 @@ def test_tiny32_structure(tiny: StyleGAN2):
     assert all(torch.equal(ours[k], ref[k]) for k in ref)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("dtype,suffix,tol", [(torch.float64, "", F64_TOL), (torch.float32, "_f32", F32_TOL)])
 def test_mixed64_matches_reference(dtype, suffix, tol):
     e = _expected("rosinality_mixed64_expected.pt")

@@ -44,7 +44,7 @@ def test_save_and_reload(tmp_path, tok):
     assert again.model_max_length == 77
 
 
-def test_broken_offline_tokenizer_is_rejected():
+def test_broken_offline_tokenizer_is_rejected(empty_model_caches):
     from transformers import CLIPTokenizer
 
     # transformers 5.x offline: returns a tokenizer with vocab_size 2 instead of raising
