@@ -60,21 +60,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_evaluation(sweep) -> None:
-    if not sweep.spec.evaluation:
-        return
-    try:
-        from evaluation.config import EvalConfig
-    except ImportError:
-        return
-    from pydantic import ValidationError
-
-    try:
-        EvalConfig.model_validate(sweep.spec.evaluation)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ("evaluation", *err["loc"])
-        raise SweepError(f"{sweep.marks.where(loc)}: evaluation.{'.'.join(map(str, err['loc']))}: {err['msg']} "
-                         f"(see evaluation/config.py EvalConfig)") from None
+    """Nothing left to do: load_sweep validates `evaluation:` as an EvalConfig (sweeps/schema.py), with
+    file:line errors, for the CLI and `run_sweep()` alike."""
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -100,7 +100,7 @@ def test_missing_evaluation_weights_are_listed_before_any_trial(tmp_path, monkey
                                    "inception_path": str(tmp_path / "models" / "inception-2015-12-05.pt")}}}
     path = _write(tmp_path, spec)
     sweep = load_sweep(path)
-    assert sweep.spec.evaluation["fid"]["reference"] == str(tmp_path / "data" / "afhq" / "dog")   # ${VAR} expanded
+    assert sweep.spec.evaluation.fid.reference == str(tmp_path / "data" / "afhq" / "dog")   # ${VAR} expanded
     with pytest.raises(MissingModelError) as err:
         check_models(sweep)
     lines = str(err.value).splitlines()
@@ -128,7 +128,7 @@ def test_missing_evaluation_weights_are_listed_before_any_trial(tmp_path, monkey
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "inception-2015-12-05.pt").write_bytes(b"stand-in")   # only existence is checked
     (tmp_path / "data" / "afhq" / "dog").mkdir(parents=True)
-    ok = EvalConfig.model_validate(sweep.spec.evaluation | {
+    ok = EvalConfig.model_validate(sweep.spec.evaluation.model_dump() | {
         "clip": {"models": [POCKET_CLIP]},
         "diversity": {"lpips": {"backbone_path": str(save_random_lpips_backbone(tmp_path / "alex.pth"))}}})
     assert evaluation_problems(ok) == []

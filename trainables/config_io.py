@@ -14,18 +14,26 @@ from .config import AdaptConfig
 from .errors import ConfigError
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `source: field.path: message (got value)`."""
-    lines = [f"{source}: invalid config ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
+def validation_problems(err: ValidationError, fields_of: str = "trainables/config.py") -> list[str]:
+    """One `field.path: message (got value)` per problem of a pydantic error (the one formatter: configs,
+    sweeps and evaluation settings all use it). `fields_of` names the file that lists the fields."""
+    lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see trainables/config.py for the fields)"
+            msg = f"unknown field (check the spelling; see {fields_of} for the fields)"
         elif e["type"] == "missing":
             msg = "required field is missing"
         got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
-        lines.append(f"  - {path}: {msg}{got}")
+        lines.append(f"{path}: {msg}{got}")
+    return lines
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message (got value)`."""
+    lines = [f"{source}: invalid config ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
+    lines += [f"  - {line}" for line in validation_problems(err)]
     return "\n".join(lines)
 
 
@@ -44,8 +52,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
-    """Set data[a][b][c] = value, creating intermediate mappings."""
+def set_dotted(data: dict[str, Any], path: str | list[str], value: Any) -> None:
+    """Set data[a][b][c] = value for the path "a.b.c" (or ["a", "b", "c"]), creating missing (or null)
+    intermediate mappings; an intermediate that is a value, not a mapping, is a ConfigError."""
+    path = path.split(".") if isinstance(path, str) else list(path)
     node = data
     for part in path[:-1]:
         child = node.get(part)
@@ -55,6 +65,16 @@ def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
             raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is a {type(child).__name__}, not a mapping")
         node = child
     node[path[-1]] = value
+
+
+def get_dotted(data: dict[str, Any], path: str, default: Any = None) -> Any:
+    """data[a][b][c] for the path "a.b.c", or `default` when any step is missing or not a mapping."""
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -88,8 +108,10 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> AdaptConf
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
-# Model references and paths in an AdaptConfig: where ${VAR} / ${VAR:-default} are expanded.
-REFERENCE_FIELDS = (("generator", "checkpoint"), ("guidance", "model"), ("guidance", "text_encoder"))
+# Model references in an AdaptConfig: where ${VAR} / ${VAR:-default} are expanded (and relative paths resolved)
+REFERENCE_FIELDS = ("generator.checkpoint", "guidance.model", "guidance.text_encoder")
+# ... and every path field (the references plus where the run writes): what a sweep expands and resolves
+PATH_FIELDS = (*REFERENCE_FIELDS, "output_dir")
 
 
 def expand_env(value: str, where: str = "") -> str:
@@ -110,7 +132,8 @@ def expand_env(value: str, where: str = "") -> str:
 def expand_references(data: dict[str, Any], source: str, base: Path | None = None) -> dict[str, Any]:
     """Expand env vars in the reference fields; a relative path that exists beside the config is made absolute."""
     out = copy.deepcopy(data)
-    for section, key in REFERENCE_FIELDS:
+    for field in REFERENCE_FIELDS:
+        section, key = field.split(".")
         node = out.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             value = expand_env(node[key], where=f"{source}: {section}.{key}")

@@ -4,8 +4,7 @@ Used by `python -m trainables adapt` and by the sweep launcher before any trial 
 downloads (`allow_download=False`): a missing model is reported with where we looked and the exact command
 that would fetch it (trainables.refs).
 
-`resource_problems` refuses batch sizes no machine holds (a sanity bound, not a memory estimate; the one
-place to replace with a real estimate): see `batch_floor_bytes`.
+`resource_problems` (trainables/resources.py, torch-free, re-exported here) refuses batch sizes no machine holds.
 """
 from __future__ import annotations
 
@@ -16,6 +15,8 @@ from .errors import ModelNotFoundError
 from .guidance.clip_models import check_open_clip
 from .guidance.lpips_reg import check_lpips_weights
 from .refs import resolve_diffusers_ref, resolve_text_encoder_ref
+from .resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
+                        resource_problems, train_side)
 
 
 class MissingModelsError(ModelNotFoundError):
@@ -65,49 +66,6 @@ def model_problems(cfg: AdaptConfig) -> list[str]:
         for i, ref in enumerate(cfg.nada.clip_models):
             attempt(f"nada.clip_models.{i}", resolve_open_clip_ref, ref.name, ref.pretrained)
     return problems
-
-
-# ---- resource sanity bound ---------------------------------------------------------------------------
-# A batch whose images ALONE (fp32, 3 channels, at the side the step works at, every render of the step)
-# exceed this cannot be held by any single device or ordinary host: it is a typo, refused at validation.
-# 1 TiB is ~7x an H200's 141 GB, so every batch a real device runs passes; the activations of the networks
-# come on top, so this refuses only nonsense (e.g. train.batch_size: 100000000).
-MEMORY_CEILING_BYTES = 1 << 40
-NADA_CLIP_SIDE = 224   # NADA's images go through CLIP at 224 px when nada.image_size is None
-
-
-def batch_floor_bytes(batch: int, side: int, renders: int = 1) -> int:
-    """Lower bound on a batch's memory: batch x renders x 3 x side^2 x 4 bytes (its fp32 images only)."""
-    return int(batch) * int(renders) * 3 * int(side) ** 2 * 4
-
-
-def batch_problem(field: str, batch: int, side: int, renders: int = 1, where: str = "") -> str | None:
-    """A refusal naming `field` and the fix when `batch_floor_bytes` exceeds MEMORY_CEILING_BYTES, else None."""
-    need = batch_floor_bytes(batch, side, renders)
-    if need <= MEMORY_CEILING_BYTES:
-        return None
-    limit = MEMORY_CEILING_BYTES // batch_floor_bytes(1, side, renders)
-    return (f"{field}: {batch} is more than any device holds: its {renders} x {side}x{side} fp32 image(s) per "
-            f"item{where} alone need {need / 2**40:.1f} TiB (bound {MEMORY_CEILING_BYTES / 2**40:g} TiB, "
-            f"trainables/preflight.py MEMORY_CEILING_BYTES); use a batch of at most {limit} (real runs use 1-16)")
-
-
-def train_side(cfg: AdaptConfig) -> int:
-    """The side the training step's critic works at: Fusion's guidance.image_size, NADA's CLIP input."""
-    if cfg.method == "fusion":
-        return cfg.guidance.image_size
-    return cfg.nada.image_size or NADA_CLIP_SIDE
-
-
-def resource_problems(cfg: AdaptConfig) -> list[str]:
-    """Batch sizes no device holds (each step renders the frozen and the trained generator: 2 renders)."""
-    side = train_side(cfg)
-    where = f" (at the critic's {side} px)"
-    found = [batch_problem("train.batch_size", cfg.train.batch_size, side, 2, where)]
-    if cfg.layers.k > 0:
-        found.append(batch_problem("layers.batch_size", cfg.layers.batch_size or cfg.train.batch_size, side, 2,
-                                   where))
-    return [p for p in found if p]
 
 
 def check_models(cfg: AdaptConfig, source: str = "config") -> None:

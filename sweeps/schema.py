@@ -1,0 +1,151 @@
+"""The sweep file schema (pydantic, `extra="forbid"`) and its errors as `file:line: field: problem (fix)`.
+
+    name, description, base, grid, zip, resources, max_concurrent_trials, retries, storage_path, tracking_uri,
+    checkpoint_every, search (grid | asha | optuna), evaluation (evaluation.config.EvalConfig), entrypoint,
+    log_generator_max_mb
+
+Also the dotted-path introspection of pydantic models (`config_field`): which `grid:` axes name a field.
+"""
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evaluation.config import EvalConfig
+from trainables.config import AdaptConfig
+
+from .yaml_marks import Marks, dotted
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)      # CPUs per trial (fractional allowed)
+    gpu: float = Field(0.0, ge=0)      # GPUs per trial (fractional allowed: 0.5 = two trials per GPU)
+    custom: dict[str, float] = Field(default_factory=dict)  # Ray custom resources per trial, e.g. {pool_a: 1}
+
+
+class GridSearch(_Strict):
+    type: Literal["grid"] = "grid"
+
+
+class AshaSearch(_Strict):
+    type: Literal["asha"]
+    metric: str                                # a step metric reported by the loop, e.g. loss/sds_mse
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = Field(100, ge=1)       # in loop steps
+    reduction_factor: float = Field(4.0, gt=1)
+    max_t: int | None = Field(None, ge=1)      # default: the largest train.iterations of the sweep
+
+
+class Distribution(_Strict):
+    dist: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None            # for choice
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.dist == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.dist} needs low < high")
+        return self
+
+
+class OptunaSearch(_Strict):
+    type: Literal["optuna"]
+    num_samples: int = Field(..., ge=1)
+    metric: str
+    mode: Literal["min", "max"] = "min"
+    params: dict[str, Distribution] = Field(..., min_length=1)   # dotted AdaptConfig path -> distribution
+    seed: int = 0
+
+
+class SweepSpec(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: Union[str, dict[str, Any]]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    retries: int = Field(0, ge=0)
+    storage_path: str = "runs/sweeps"
+    tracking_uri: str | None = None
+    checkpoint_every: int | None = Field(None, ge=0)
+    search: Union[GridSearch, AshaSearch, OptunaSearch] = Field(default_factory=GridSearch, discriminator="type")
+    evaluation: EvalConfig | None = None        # validated with the sweep (same file:line errors); None = no stage
+    entrypoint: str = "trainables.loop:adapt"   # module:function with adapt's signature
+    log_generator_max_mb: float = Field(256.0, ge=0)  # log the adapted generator as an artifact below this size
+
+
+# ----------------------------------------------------------------------------------------------- dotted paths
+def _unwrap(annotation: Any) -> list[Any]:
+    """The members of a Union / `X | Y` annotation (the annotation itself otherwise)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _unwrap(arg)]
+    return [annotation]
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    return next((a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
+def config_field(path: str, model: type[BaseModel] = AdaptConfig) -> tuple[bool, list[str]]:
+    """(exists, suggestions) for a dotted path into `model`."""
+    parts = path.split(".")
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(parts):
+        if current is None or part not in current.model_fields:
+            names = list(current.model_fields) if current is not None else []
+            prefix = ".".join(parts[:i])
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
+            full = [f"{prefix}.{c}" if prefix else c for c in (close or names)]
+            return False, full
+        current = _submodel(current.model_fields[part].annotation)
+    return True, []
+
+
+def _spec_fields_at(path: tuple) -> list[str]:
+    """The field names allowed at a key path of the sweep file (for 'did you mean')."""
+    model: Any = SweepSpec
+    for part in path:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return list(fields)
+        model = _submodel(fields[part].annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def format_spec_error(exc: ValidationError, marks: Marks) -> str:
+    """One `file:line: ...` line per problem of the sweep file (unknown field with 'did you mean', missing
+    field, bad value with what was given)."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # drop pydantic's discriminator tags from the path ("search", "asha", "metric")
+        if loc[:1] == ("search",) and loc[1:2] and loc[1] in ("grid", "asha", "optuna"):
+            loc = loc[:1] + loc[2:]
+        where = " (see evaluation/config.py EvalConfig)" if loc[:1] == ("evaluation",) else ""
+        if err["type"] == "extra_forbidden":
+            names = _spec_fields_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(names)}"
+            lines.append(f"{marks.where(loc)}: unknown field '{dotted(loc)}' ({hint}){where}")
+        elif err["type"] == "missing":
+            lines.append(f"{marks.file}: required field '{dotted(loc)}' is missing: add it{where}")
+        else:
+            lines.append(f"{marks.where(loc)}: field '{dotted(loc)}': {err['msg']} (got {err.get('input')!r}){where}")
+    return "\n".join(lines)
