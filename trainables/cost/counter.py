@@ -8,22 +8,25 @@ Runs inside `FakeTensorMode` (no data, no device, exact shapes). Two modes coope
                                                  out, and the storages alive; a backward op is charged to the
                                                  component whose forward created its autograd node.
 Live bytes: every storage seen (module tensors given at the start, op outputs after) is held by a weak
-reference and its bytes counted until the reference dies; the peak is sampled after each op, with dead
-storages swept every `sweep_every` ops (so it over-reads by at most that many ops' frees).
+reference whose callback subtracts its bytes when it is freed; the peak is sampled after each op (as torch's
+own MemTracker does it, without its module bookkeeping, which refuses a module called twice in a step).
 """
 from __future__ import annotations
 
 from collections import defaultdict
+import weakref
 from contextlib import contextmanager
+from functools import partial
 from math import prod
 from typing import Any, Iterable, Iterator
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
+from torch.distributed._tools.common_utils import get_untyped_storages
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .gpus import GPU
 
@@ -110,24 +113,21 @@ class _Stamp(TorchFunctionMode):
 class CostCounter(TorchDispatchMode):
     """Use as `with counter.counting(): step()`; read `flops`, `peak_bytes`, `roofline_s(gpu, precision)`."""
 
-    def __init__(self, sweep_every: int = 16):
+    def __init__(self):
         super().__init__()
-        self.sweep_every = sweep_every
         self.flops: dict[str, int] = defaultdict(int)      # "unet.forward" -> FLOPs
         self.ops: list[tuple[int, int, bool]] = []          # (FLOPs, bytes in + out, low-precision inputs)
         self.peak_bytes = 0
         self.peak_at = ""                                    # the component running when the peak was reached
         self.labels = _Labels()
-        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self._live = WeakIdKeyDictionary()                  # storage -> (weak reference, bytes)
         self._live_bytes = 0
-        self._since_sweep = 0
         self._hooks: list[Any] = []
         self.modules: list[torch.nn.Module] = []
 
     def reset(self) -> None:
         """Forget what was counted so far (keep the live storages): count the next step alone."""
         self.flops, self.ops = defaultdict(int), []
-        self._sweep()
         self.peak_bytes, self.peak_at = self._live_bytes, "start"
 
     # ---------------------------------------------------------------- set-up
@@ -161,20 +161,16 @@ class CostCounter(TorchDispatchMode):
 
     # ---------------------------------------------------------------- counting
     def _track(self, t: torch.Tensor) -> None:
-        try:
-            storage = t.untyped_storage()
-        except (NotImplementedError, RuntimeError):
-            return
-        ref = StorageWeakRef(storage)
-        if ref.cdata not in self._live:
+        for storage in get_untyped_storages(t):
+            if storage in self._live:
+                continue
             nbytes = storage.nbytes()
-            self._live[ref.cdata] = (ref, nbytes)
+            # the callback fires when the storage is freed: live bytes are exact after every op
+            self._live[storage] = (weakref.ref(storage, partial(self._freed, nbytes)), nbytes)
             self._live_bytes += nbytes
 
-    def _sweep(self) -> None:
-        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
-        for k in dead:
-            self._live_bytes -= self._live.pop(k)[1]
+    def _freed(self, nbytes: int, _ref) -> None:
+        self._live_bytes -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -192,10 +188,6 @@ class CostCounter(TorchDispatchMode):
         self.ops.append((flops, moved, low))
         for t in outputs:
             self._track(t)
-        self._since_sweep += 1
-        if self._since_sweep >= self.sweep_every:
-            self._sweep()
-            self._since_sweep = 0
         if self._live_bytes > self.peak_bytes:
             self.peak_bytes, self.peak_at = self._live_bytes, label
         return out
