@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .sampling import list_images, resolve_device
+from trainables.devices import DTYPES, resolve_device
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .sampling import list_images
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", pr
               quick_gelu: bool | None = None):
     from trainables.guidance.clip_models import load_open_clip
 
-    return load_open_clip(name, pretrained, device=device, dtype=_DTYPES[precision], quick_gelu=quick_gelu)
+    return load_open_clip(name, pretrained, device=device, dtype=DTYPES[precision], quick_gelu=quick_gelu)
 
 
 def score_from_cosines(cos: torch.Tensor) -> ClipScore:

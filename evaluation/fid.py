@@ -12,7 +12,6 @@ a later call loads them and runs no feature pass over the reference set.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import os
@@ -25,8 +24,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from trainables.devices import resolve_device
+from trainables.objects import import_object  # noqa: F401  (re-exported: evaluation.runner, preflight)
+
 from .config import CLEANFID_INCEPTION, EvalConfig, FidConfig
-from .sampling import resolve_device
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 IMAGE_EXTS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
@@ -34,14 +35,6 @@ IMAGE_EXTS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", 
 
 class InceptionMissingError(FileNotFoundError):
     """The Inception torchscript file clean-fid needs is not on this machine (no download is attempted)."""
-
-
-def import_object(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 # ---- feature extractors ------------------------------------------------------------------------------
@@ -119,20 +112,13 @@ def _identity(x):
     return x
 
 
-FEATURE_CALLS = {"count": 0}   # batches pushed through any feature model by this module (process-wide)
-
-
 def folder_features(folder: str | Path, model: FeatureModel, mode: str, device: torch.device,
                     batch_size: int = 32, progress: bool = True, num: int | None = None) -> np.ndarray:
     """clean-fid features of every image in a folder (sorted, recursive) or .zip: [N, D] float."""
     from cleanfid.fid import get_folder_features
 
-    def counted(x):
-        FEATURE_CALLS["count"] += 1
-        return model.fn(x)
-
     feats = get_folder_features(
-        str(folder), counted, num_workers=0, num=num, batch_size=batch_size, device=device, mode=mode,
+        str(folder), model.fn, num_workers=0, num=num, batch_size=batch_size, device=device, mode=mode,
         custom_fn_resize=model.custom_fn_resize, description=f"features {Path(folder).name}",
         verbose=progress,
     )

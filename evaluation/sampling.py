@@ -19,13 +19,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
+
 MANIFEST = "manifest.json"
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

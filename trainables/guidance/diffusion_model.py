@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..devices import DTYPES  # noqa: F401  (re-exported: guidance and cost import it from here)
 from ..refs import resolve_diffusers_ref
 from .tokenizer import check_tokenizer
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SD_SCALING_FACTOR = 0.18215   # SD 1.x/2.x VAE latent scale (read from the VAE config when present)
 
 
