@@ -9,15 +9,17 @@ In an EvalConfig:
 - `judge_features`: clean-fid custom extractor, float32 [B,3,H,W] in [0,255] -> the judge's 128-d penultimate
   features (images are resized to 32x32 with antialiasing first).
 - `prompt_accuracy`: fraction of samples on which the judge sees every attribute the prompt states (the
-  prompt's attribute spec is looked up in the catalogue by its text), and per-attribute fractions.
+  prompt's attribute spec: `pocket.prompts.resolve`, the catalogue's spec or the parse of any other prompt
+  over the pocket vocabulary), and per-attribute fractions.
 - `attribute_preservation`: fraction of samples whose non-prompted attributes are the same in
   G_frozen(w) and G_train(w) (same latents), per attribute, and the mean centre shift in pixels.
 - `ground_truth_fid`: FID (judge features) of the samples against the prompt's ground-truth reference set
   (pocket.refs, written on first use) and against the source set. evaluation's own `fid.reference` is one
   folder per sweep; a multi-prompt pocket sweep needs one per prompt, which this plugin resolves by prompt.
-The three plugins score catalogue prompts only (pocket.world.CATALOGUE): each carries
-`check_prompts(prompts)`, which evaluation's preflight calls when a sweep is validated, so a sweep with a
-prompt outside the catalogue is refused before training, naming the prompt and the accepted ones.
+The three plugins score every prompt the pocket world can render (pocket/prompts.py: the words of the world's
+captions; docs/pocket.md "Any prompt"): each carries `check_prompts(prompts)`, which evaluation's preflight
+calls when a sweep is validated, so a sweep with a prompt the world cannot render is refused before training,
+naming the prompt, the offending word and the vocabulary by attribute.
 The CLIP score uses pocket-CLIP through evaluation's normal open_clip path (`clip.models: [{name:
 pocket/models/clip/pocket-clip.json, pretrained: pocket/models/clip/open_clip_model.safetensors}]`).
 """
@@ -32,6 +34,7 @@ import torch
 from . import world as W
 from .common import JUDGE_DIR
 from .judge import HEADS, load_judge
+from .prompts import PromptError, resolve, vocabulary_text
 
 
 @lru_cache(maxsize=2)
@@ -68,8 +71,8 @@ def load_folder(folder: Path) -> torch.Tensor:
 
 
 def accuracy_of(pred: dict[str, torch.Tensor], prompt: str) -> dict[str, float]:
-    """Per-attribute and all-attribute agreement of judge predictions with a catalogue prompt's spec."""
-    spec = W.lookup(prompt).spec
+    """Per-attribute and all-attribute agreement of judge predictions with a prompt's (parsed) spec."""
+    spec = resolve(prompt).spec
     ok = torch.ones(len(pred["shape"]), dtype=torch.bool)
     out = {}
     for attr, value in spec.items():
@@ -83,7 +86,7 @@ def accuracy_of(pred: dict[str, torch.Tensor], prompt: str) -> dict[str, float]:
 def preservation_of(pred_src: dict[str, torch.Tensor], pred_new: dict[str, torch.Tensor],
                     prompt: str) -> dict[str, float]:
     """Agreement of the non-prompted attributes between paired source and adapted samples."""
-    spec = W.lookup(prompt).spec
+    spec = resolve(prompt).spec
     keep = [a for a in HEADS if a not in spec]
     ok = torch.ones(len(pred_src["shape"]), dtype=torch.bool)
     out = {}
@@ -96,18 +99,19 @@ def preservation_of(pred_src: dict[str, torch.Tensor], pred_new: dict[str, torch
     return out
 
 
-def check_catalogue_prompts(prompts) -> None:
-    """Plugin `check_prompts`: ValueError naming every prompt outside the pocket catalogue and the accepted ones."""
-    unknown = []
+def check_pocket_prompts(prompts) -> None:
+    """Plugin `check_prompts`: one-line ValueError naming every prompt the world cannot render, its offending
+    words, and the vocabulary by attribute."""
+    refused = []
     for prompt in prompts:
         try:
-            W.lookup(prompt)
-        except KeyError:
-            unknown.append(prompt)
-    if unknown:
-        raise ValueError(f"pocket metrics score only prompts of the pocket catalogue (pocket/world.py CATALOGUE; "
-                         f"case and spacing are ignored); not in it: {', '.join(repr(p) for p in unknown)}; "
-                         f"accepted: " + "; ".join(repr(p.text) for p in W.CATALOGUE))
+            resolve(prompt)
+        except PromptError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise ValueError("pocket metrics score only prompts written in the pocket world's vocabulary (pocket/"
+                         "prompts.py: the words of its captions, the only ones pocket-SD and pocket-CLIP can read); "
+                         f"cannot score: {' | '.join(refused)}; accepted: {vocabulary_text()}")
 
 
 def prompt_accuracy(ctx) -> dict[str, float]:
@@ -155,6 +159,6 @@ def ground_truth_fid(ctx) -> dict[str, float]:
 
 
 # what the plugins accept (evaluation.preflight calls these before a sweep trains)
-prompt_accuracy.check_prompts = check_catalogue_prompts
-attribute_preservation.check_prompts = check_catalogue_prompts
-ground_truth_fid.check_prompts = check_catalogue_prompts
+prompt_accuracy.check_prompts = check_pocket_prompts
+attribute_preservation.check_prompts = check_pocket_prompts
+ground_truth_fid.check_prompts = check_pocket_prompts

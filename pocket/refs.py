@@ -13,6 +13,7 @@ import torch
 
 from . import world as W
 from .common import CACHE
+from .prompts import resolve, spec_slug
 
 REF_SEED = 123_456            # the reference sets' seed (disjoint from every training seed)
 REF_COUNT = 2000              # the paper evaluates 2000 images
@@ -35,14 +36,17 @@ def save_folder(x01: torch.Tensor, out: Path) -> Path:
 
 
 def reference_dir(prompt: str | None, n: int = REF_COUNT, seed: int = REF_SEED, root: Path | None = None) -> Path:
-    """Folder of n ground-truth PNGs of a prompt's target domain (None = source); written on first use."""
-    if prompt is not None:
-        prompt = W.lookup(prompt).text
-    out = Path(root or CACHE / "refs") / f"{slug(prompt)}_n{n}_s{seed}"
+    """Folder of n ground-truth PNGs of a prompt's target domain (None = source); written on first use.
+
+    Any prompt pocket.prompts.resolve reads; a catalogue prompt's folder is named by its text, any other by its
+    parsed spec (the images depend on nothing else, and slugs of long texts are cut at 80 characters)."""
+    p = None if prompt is None else resolve(prompt)
+    name = slug(None) if p is None else slug(p.text) if p in W.CATALOGUE else "attrs_" + spec_slug(p.spec)
+    out = Path(root or CACHE / "refs") / f"{name}_n{n}_s{seed}"
     done = out / ".complete"
     if not done.exists():
-        save_folder(W.reference_images(prompt, n, seed), out)
-        done.write_text(prompt or "source")
+        save_folder(W.reference_images(p, n, seed), out)
+        done.write_text(p.text if p else "source")
     return out
 
 

@@ -9,13 +9,16 @@ tables:
      unadapted generator (`frozen G`: the starting point every method moves from; its preservation is 1);
   3. when metrics failed on some runs (tags `eval.error.<metric>`, evaluation.runner), each missing metric
      with its reason and where it is missing (they never hide silently as a "-").
-Prompts outside the pocket catalogue (which the pocket metrics refuse) are grouped as kind `other`.
+A prompt outside the catalogue gets the kind its parsed attributes give (pocket.prompts.kind_of: short = one
+or two attributes changed, long = three or more, as in the catalogue); a prompt the pocket world cannot render
+(which the pocket metrics refuse) is grouped as kind `other`.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from . import world as W
+from .prompts import PromptError, resolve
 
 METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
            ("eval/pocket/preservation", "preservation ↑", ".2f"),
@@ -47,10 +50,11 @@ def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | No
 
 
 def prompt_kind(prompt: str) -> str:
-    """The catalogue kind (short / long) of a prompt; `other` outside the catalogue."""
+    """The kind (source / short / long) of a prompt: the catalogue's, else from its parsed attributes;
+    `other` for a prompt the pocket world cannot render."""
     try:
-        return W.lookup(prompt).kind
-    except KeyError:
+        return resolve(prompt).kind
+    except PromptError:
         return "other"
 
 
@@ -92,7 +96,7 @@ def frozen_baseline(prompts, n: int = 512, seed: int = 0) -> dict[str, tuple[flo
     pred, feats = judge_images(x01), judge_feature_array(x01)
     return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"],
                 judge_fid(feats, judge_feature_array(load_folder(reference_dir(p)))))
-            for p in prompts if prompt_kind(p) != "other"}   # the judge scores catalogue prompts only
+            for p in prompts if prompt_kind(p) != "other"}   # the judge scores prompts the world can render
 
 
 def by_prompt(runs: pd.DataFrame, frozen: dict[str, tuple[float, float]] | None = None) -> str:

@@ -370,17 +370,21 @@ def lookup(prompt: str) -> Prompt:
     for p in CATALOGUE:
         if _norm(p.text) == _norm(prompt):
             return p
-    raise KeyError(f"prompt {prompt!r} is not in the pocket catalogue; known prompts: "
-                   + "; ".join(repr(p.text) for p in CATALOGUE))
+    raise KeyError(f"prompt {prompt!r} is not in the pocket catalogue (pocket.prompts.resolve reads any prompt "
+                   f"over the pocket vocabulary); known prompts: " + "; ".join(repr(p.text) for p in CATALOGUE))
 
 
 def ground_truth(prompt: str | Prompt, a: Attrs) -> Attrs:
-    """The target-domain twin of source samples a: exactly the prompted attributes set, all else kept."""
+    """The target-domain twin of source samples a: exactly the prompted attributes set, all else kept.
+
+    A str is a catalogue prompt; any other prompt: pass `pocket.prompts.resolve(text)` (its parsed spec)."""
     p = lookup(prompt) if isinstance(prompt, str) else prompt
     return a.with_(**p.spec)
 
 
 def reference_images(prompt: str | Prompt | None, n: int, seed: int) -> torch.Tensor:
-    """n ground-truth images of a prompt's target domain (None = the source domain), paired by seed."""
+    """n ground-truth images of a prompt's target domain (None = the source domain), paired by seed.
+
+    Depends on the prompt only through its spec: same spec and seed -> identical images (any prompt text)."""
     a = sample_source(n, seed)
     return render(a if prompt is None else ground_truth(prompt, a))

@@ -189,7 +189,7 @@ def _pocket_sweep(tmp: Path, prompt: str) -> Path:
 def test_pocket_sweep_trial_finishes_with_other_metrics_when_a_plugin_fails(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    prompt = "a purple giraffe"   # not in the pocket catalogue: the pocket plugins cannot score it
+    prompt = "a purple giraffe"   # 'giraffe' is no pocket word: the pocket plugins cannot score it
     path = _pocket_sweep(tmp_path, prompt)
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true",
                PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
@@ -208,7 +208,7 @@ def test_pocket_sweep_trial_finishes_with_other_metrics_when_a_plugin_fails(tmp_
     assert {"eval/clip_score", "eval/feature_diversity"} <= set(run.data.metrics)
     for slug in ("pocket.metrics.prompt_accuracy", "pocket.metrics.attribute_preservation"):
         reason = run.data.tags[f"eval.error.{slug}"]
-        assert reason.startswith("ValueError: pocket metrics score only prompts of the pocket catalogue")
+        assert reason.startswith("ValueError: pocket metrics score only prompts written in the pocket world's")
         assert repr(prompt) in reason
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "eval/errors")}
     assert arts == {"eval/errors/pocket.metrics.prompt_accuracy.txt",
