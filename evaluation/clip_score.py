@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from trainables.devices import DTYPES, resolve_device
+from trainables.guidance.clip_models import load_open_clip
 
 from .sampling import list_images
 
@@ -43,8 +44,6 @@ def metric_suffix(name: str, pretrained: str) -> str:
 
 def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", precision: str = "fp32",
               quick_gelu: bool | None = None):
-    from trainables.guidance.clip_models import load_open_clip
-
     return load_open_clip(name, pretrained, device=device, dtype=DTYPES[precision], quick_gelu=quick_gelu)
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CLEANFID_INCEPTION = "/tmp/inception-2015-12-05.pt"   # where clean-fid loads (and would download) Inception
@@ -188,8 +189,6 @@ class EvalConfig(_Strict):
 
 def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EvalConfig:
     """Read an EvalConfig from YAML (optionally under a top-level `eval:` key) and apply `a.b=value` overrides."""
-    import yaml
-
     data: dict[str, Any] = {}
     if path is not None:
         data = yaml.safe_load(Path(path).read_text()) or {}

@@ -24,6 +24,8 @@ from typing import Any, Iterable
 from trainables.preflight import MissingModelsError, batch_problem, resolve_open_clip_ref
 
 from .config import EvalConfig
+from .diversity import check_lpips_backbone
+from .fid import check_inception, import_object
 
 
 class EvaluationPreflightError(MissingModelsError):
@@ -44,8 +46,6 @@ def check_plugin_prompts(obj: Any, prompts: Iterable[str]) -> None:
 
 
 def _import_problem(field: str, path: str, prompts: list[str] | None, what: str) -> str | None:
-    from .fid import import_object
-
     try:
         obj = import_object(path)
     except Exception as exc:  # noqa: BLE001 - any import failure is reported with the field
@@ -80,8 +80,6 @@ def evaluation_problems(cfg: EvalConfig, prompts: Iterable[str] | None = None) -
                             "images (or .npz) there or fix the path")
     if cfg.fid.enabled or cfg.diversity.feature.enabled:
         if cfg.fid.feature_extractor == "inception":
-            from .fid import check_inception
-
             attempt("fid.inception_path", check_inception, cfg.fid.inception_path)
         elif (p := _import_problem("fid.feature_extractor", cfg.fid.feature_extractor, prompts, "extractor")):
             problems.append(p)
@@ -89,8 +87,6 @@ def evaluation_problems(cfg: EvalConfig, prompts: Iterable[str] | None = None) -
         for i, m in enumerate(cfg.clip.models):
             attempt(f"clip.models.{i}", resolve_open_clip_ref, m.name, m.pretrained)
     if cfg.diversity.lpips.enabled:
-        from .diversity import check_lpips_backbone
-
         attempt("diversity.lpips", check_lpips_backbone, cfg.diversity.lpips.net, cfg.diversity.lpips.backbone_path)
     for i, path in enumerate(cfg.extra_metrics):
         if (p := _import_problem(f"extra_metrics.{i}", path, prompts, "plugin")):

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
+from trainables.generator_kinds import generator_kind, load_any
 
 MANIFEST = "manifest.json"
 
@@ -106,10 +108,6 @@ def sample_to_folder(
 
     `kind` (trainables.generator_kinds) says how latents become images: StyleGAN2 by default; EG3D renders
     fixed (z, camera) pairs."""
-    from tqdm.auto import tqdm
-
-    from trainables.generator_kinds import generator_kind
-
     kind = kind or generator_kind("stylegan2")
 
     dev = resolve_device(device) if isinstance(device, str) else device
@@ -150,8 +148,6 @@ def sample_to_folder(
 
 def _load_generator(path: str | Path):
     """(kind, generator) for any supported checkpoint (StyleGAN2 formats, EG3D)."""
-    from trainables.generator_kinds import load_any
-
     return load_any(str(path))
 
 
