@@ -120,6 +120,7 @@ def mixed_folder(tmp_path_factory):
     return _write(tmp_path_factory.mktemp("mixed"), x)
 
 
+@pytest.mark.numeric
 def test_clip_score_equals_hand_computed_clipscore(trained_clip, mixed_folder):
     """eval/clip_score = mean 100 max(cos, 0) and the raw score = mean 100 cos, against the raw open_clip
     model in float64; the folder mixes matching and non-matching images so the clamp is exercised."""

@@ -74,6 +74,7 @@ def ref_images():
     return _images(0)
 
 
+@pytest.mark.numeric
 def test_fid_zero_against_itself_and_monotone_in_noise(tmp_path, ref_images):
     ref = _write(tmp_path / "ref", ref_images)
     cfg = _cfg(tmp_path, ref)
@@ -91,6 +92,7 @@ def test_fid_zero_against_itself_and_monotone_in_noise(tmp_path, ref_images):
     assert same.feats.shape == (N, 16)
 
 
+@pytest.mark.numeric
 def test_kid_equals_independent_unbiased_mmd(tmp_path, ref_images):
     """With subsets as large as the sets, every clean-fid subset is a permutation of the whole set, so KID is
     exactly the full-set unbiased MMD^2 -- compared with an independent float64 computation."""
@@ -135,6 +137,7 @@ def test_reference_stats_cached_and_reused(tmp_path, ref_images):
     assert len(list(cfg.fid_cache_dir().glob("ref_*.npz"))) == 3
 
 
+@pytest.mark.numeric
 def test_precomputed_stats_and_feature_diversity(tmp_path, ref_images):
     ref = _write(tmp_path / "ref", ref_images)
     cfg = _cfg(tmp_path, ref)

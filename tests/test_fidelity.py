@@ -158,6 +158,7 @@ class _SquaredDistance(torch.nn.Module):
 
 
 # ---- the directional regularizer's value (eq. 6) -------------------------------------------------------
+@pytest.mark.numeric
 @pytest.mark.parametrize("engine", ["reference", "fast"])
 @pytest.mark.parametrize("rescale", [False, True])
 def test_directional_regularizer_value(sd_dir, model, raw64, engine, rescale):
@@ -186,6 +187,7 @@ def _eg3d_cfg(sd_dir, **reg):
     return cfg
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("engine", ["reference", "fast"])
 def test_eg3d_lpips_is_20x_lpips(sd_dir, model, raw64, engine):
     """The authors: lpips * 2000 * w, then / 100 once for EG3D -> 20 x LPIPS (ZSSGAN.get_diffusion_guidance)."""
@@ -203,6 +205,7 @@ def test_eg3d_lpips_is_20x_lpips(sd_dir, model, raw64, engine):
     assert m["reg/lpips_scaled"] == pytest.approx(20.0 * m["loss/lpips"], rel=1e-5)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("engine", ["reference", "fast"])
 def test_eg3d_sds_and_directional_are_scaled_once(sd_dir, model, raw64, engine):
     """EG3D run: SDS with rescaled noise (rescaleCFG_Noise) / 100, directional 0.5 rescaled (rescale_CFGDirectionNoise)
@@ -327,6 +330,7 @@ def test_adam_state_of_unselected_layers(tiny_models, tmp_path, unselected):
         assert torch.equal(adapted[n], g[n]), n
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("method,lr", [("fusion", 0.002 / 2 * 0.8), ("nada", 0.002 * 0.8)])
 def test_default_learning_rate_reaches_the_weights(tiny_models, tmp_path, method, lr):
     """train.py: lr 0.002 (halved for diffusion) x g_reg_ratio 0.8, Adam betas (0, 0.99^0.8). With beta1 = 0
@@ -341,6 +345,7 @@ def test_default_learning_rate_reaches_the_weights(tiny_models, tmp_path, method
 
 
 # ---- NADA sees what its profile says -------------------------------------------------------------------
+@pytest.mark.numeric
 def test_nada_image_size_resizes_and_clamps(tiny_models):
     from trainables.config import NadaConfig
     from trainables.guidance.clip_models import load_open_clip

@@ -55,6 +55,7 @@ def test_open_clip_config_directory(tmp_path, tiny_clip):
     assert lc.name == "MyClipDir"
 
 
+@pytest.mark.numeric
 def test_preprocess_matches_torchvision_and_keeps_grad(loaded):
     from torchvision import transforms as T
     from torchvision.transforms import InterpolationMode
@@ -123,6 +124,7 @@ def _images_with_features(f_src: torch.Tensor, f_tgt: torch.Tensor) -> tuple[tor
     return img(f_src), img(f_tgt)
 
 
+@pytest.mark.numeric
 def test_directional_loss_zero_when_image_direction_equals_text_direction(loaded):
     dim = 32
     clip = _pixel_clip(loaded, dim)
@@ -152,6 +154,7 @@ def test_directional_loss_zero_when_image_direction_equals_text_direction(loaded
     assert m2["loss/clip_directional"] == pytest.approx(2.0, abs=1e-5)
 
 
+@pytest.mark.numeric
 def test_directional_loss_weights_and_gradient(loaded):
     cfg = NadaConfig(clip_models=[ClipModelRef(name="a", pretrained="none", weight=1.0)])
     g1 = NadaGuidance(cfg, models=[(loaded, 1.0)])
@@ -173,6 +176,7 @@ def test_directional_loss_weights_and_gradient(loaded):
     torch.testing.assert_close(grads[1], 2.5 * grads[0], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.numeric
 def test_global_loss_for_layer_selection(loaded):
     g = NadaGuidance(NadaConfig(clip_models=[ClipModelRef(name="a", pretrained="none")]), models=[(loaded, 1.0)])
     g.prepare("a dog", "photo")
@@ -195,6 +199,7 @@ def test_nada_builds_from_config_refs(tiny_clip):
     assert g.templates() == ["{}"] and g._dirs[0].shape == (1, 32)
 
 
+@pytest.mark.numeric
 def test_directional_loss_gradient_moves_image_embedding_along_text_direction(tiny_clip):
     """A toy NADA: the image itself is the parameter; SGD on `directional_losses` must turn the image
     embedding's change E(x) - E(x_src) toward dT, with dT and E computed here from the raw open_clip model
