@@ -16,7 +16,7 @@ with their reason: a `Missing` column (`<metric> (k/n)`: k of the row's n runs l
 (metric, reason) under the table; `missing` in the DataFrame and the CSV.
 
 Columns: the paper's first (FID, CLIP score, diversity), then the other core metrics (KID, raw cosine) and
-plugin metrics. Per-attribute breakdowns (a plugin family of two or more keys `<ns>/<stem>_<attr>`, e.g.
+plugin metrics (labelled by their last key segment). Per-attribute breakdowns (a plugin family of three or more keys `<ns>/<stem>_<attr>`, e.g.
 pocket/acc_color, pocket/acc_shape) go to a second table below the first; prompts are cut to
 PROMPT_WIDTH characters in Markdown, so both stay readable in a terminal (CSV and LaTeX keep them whole).
 
@@ -149,14 +149,15 @@ def _missing(g: pd.DataFrame) -> list[tuple[str, int, str]]:
 
 
 def detail_keys(keys: Iterable[str]) -> set[str]:
-    """Per-attribute plugin keys: `eval/<ns>/<stem>_<attr>` where two or more keys share `<ns>/<stem>_`."""
+    """Per-attribute plugin keys: `eval/<ns>/<stem>_<attr>` where three or more keys share `<ns>/<stem>_`
+    (a breakdown over attributes; a pair such as fid_gt / fid_source stays in the main table)."""
     family: dict[str, list[str]] = {}
     for key in keys:
         if key.startswith("eval/") and key not in {m.key for m in CORE_METRICS} and not key.startswith(_SKIP_AUTO):
             head, _, last = key.rpartition("/")
             if "_" in last and head != "eval":
                 family.setdefault(f"{head}/{last.split('_', 1)[0]}_", []).append(key)
-    return {k for members in family.values() if len(members) > 1 for k in members}
+    return {k for members in family.values() if len(members) > 2 for k in members}
 
 
 def headline_metrics(keys: set[str]) -> set[str]:
@@ -177,7 +178,7 @@ def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[
     details = detail_keys(runs.columns)
     plugins = sorted(c for c in runs.columns if c.startswith("eval/") and c not in known and not c.startswith(_SKIP_AUTO))
     for col in sorted(plugins, key=lambda c: c in details):   # plugin metrics: shown, not marked; breakdowns last
-        specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.removeprefix("eval/"), None,
+        specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.rpartition("/")[2], None,
                                 detail=col in details))
     return specs
 

@@ -20,6 +20,7 @@ from tracking import PARENT_RUN_TAG, default_tracking_dir, experiment_runs, mlfl
 
 REPO = Path(__file__).resolve().parents[1]
 UI = "http://127.0.0.1:5000"   # `make ui` (python -m tracking ui)
+VIEW = "workflowType=machine_learning&compareRunsMode=CHART"   # the UI's model-training sidebar, chart view
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         newest = max(parents, key=lambda r: r.info.start_time or 0, default=None)
         mine = [r for r in trials if newest is not None and r.data.tags.get(PARENT_RUN_TAG) == newest.info.run_id]
         print(f"  the runs (charts: the sweep run's {len(mine)} trials, no need to expand it):")
-        print(f"    {UI}/#/experiments/{experiment.experiment_id}/runs")
+        print(f"    {UI}/#/experiments/{experiment.experiment_id}/runs?{VIEW}")
         if mine:
             ids = quote(json.dumps([r.info.run_id for r in mine]), safe="")
             exps = quote(json.dumps([experiment.experiment_id]), safe="")
-            print(f"  the comparison of this sweep's trials:\n    {UI}/#/compare-runs?runs={ids}&experiments={exps}")
+            print(f"  the comparison of this sweep's trials:\n    {UI}/#/compare-runs?runs={ids}&experiments={exps}"
+                  f"&workflowType=machine_learning")
     print("  the table and comparison figure are artifacts of the sweep run, under table/")
     print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
           f"--tracking-uri sqlite:///{store / 'mlflow.db'}")

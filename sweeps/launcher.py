@@ -359,7 +359,7 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
 
 
 def _summarize_children(uri: str, parent_run_id: str, out) -> None:
-    """The trials' headline eval metrics onto the parent run (`<run name>/eval/...`): the MLflow chart view
+    """The trials' headline eval metrics onto the parent run (`eval/<metric>/<run name>`): the MLflow chart view
     shows every trial's result without expanding the sweep run."""
     try:
         from evaluation.table import headline_metrics

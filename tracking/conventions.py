@@ -3,7 +3,7 @@
     experiment   = sweep name, tagged as model training (`EXPERIMENT_KIND_TAG`), so the MLflow UI opens it in
                    the model-training view (runs, charts) and not the GenAI one (traces, judges, prompts)
     parent run   = one sweep launch (tag sweep.role=parent); carries its trials' final eval metrics as
-                   `<trial run name>/eval/...` (`tracking.runs.summarize_children`) so the chart view shows
+                   `eval/.../<trial run name>` (`tracking.runs.summarize_children`) so the chart view shows
                    them without expanding it
     child run    = one trial (tags mlflow.parentRunId, sweep.role=trial, sweep.trial_id)
     params       = dotted config keys, values cut to MAX_PARAM_LEN (the full text goes to tag param_full.<key>)

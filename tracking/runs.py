@@ -73,15 +73,16 @@ def experiment_runs(client: Any, experiment: str) -> tuple[list, list]:
 
 
 def summary_key(run_name: str, metric: str) -> str:
-    """`<run name>/<metric>`, with characters MLflow refuses in a metric key replaced by '_'."""
-    return re.sub(r"[^\w\-. /]", "_", f"{run_name}/{metric}")
+    """`<metric>/<run name>` (characters MLflow refuses in a key replaced by '_'): the chart view makes one
+    section per metric (the key up to its last '/'), holding one chart per trial."""
+    return re.sub(r"[^\w\-. /]", "_", f"{metric}/{run_name}")
 
 
 def summarize_children(tracking_uri: str, parent_run_id: str,
                        select: Callable[[set[str]], set[str]]) -> dict[str, float]:
     """Log each child run's latest value of the metrics `select` keeps (given every children's metric key) onto
     the parent, as
-    `<child run name>/<metric>` (step 0): the chart view of a collapsed parent then shows every trial's
+    `<metric>/<child run name>` (step 0): the chart view of a collapsed parent then shows every trial's
     result. Returns what was logged."""
     from mlflow.entities import Metric
 
