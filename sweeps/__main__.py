@@ -1,6 +1,6 @@
 """python -m sweeps validate|run|status ...
 
-    python -m sweeps validate FILE [--skip-model-check]
+    python -m sweeps validate FILE [--skip-model-check] [--skip-cost]
     python -m sweeps run FILE [--address ADDR] [--tracking-uri URI] [--resume] [--storage PATH]
     python -m sweeps status NAME|FILE [--storage PATH] [--tracking-uri URI]
 """
@@ -25,7 +25,8 @@ def _short(value, n: int = 48) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .spec import check_models, estimate_gpu_hours, load_sweep
+    from .cost import sweep_cost
+    from .spec import check_models, load_sweep
 
     sweep = load_sweep(args.file)
     spec = sweep.spec
@@ -49,8 +50,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if spec.retries and any(t.config.train.checkpoint_every == 0 for t in sweep.trials):
         print("note: retries > 0 but train.checkpoint_every is 0: a retried trial restarts from step 0 "
               "(set checkpoint_every in the sweep file)")
-    hours, text = estimate_gpu_hours(sweep)
-    print(f"estimated GPU time: {text}")
+    if args.skip_cost:
+        print("cost: not estimated (--skip-cost)")
+    else:
+        try:
+            print(sweep_cost([t.config for t in sweep.trials], gpu_type=getattr(spec.resources, "gpu_type", "H100")).text())
+        except ValueError as exc:       # e.g. a generator checkpoint not on this machine and no generator.size
+            print(f"cost: unknown ({exc})")
     if args.skip_model_check:
         print("model references: not checked (--skip-model-check)")
     else:
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check a sweep file and print its trials")
     v.add_argument("file")
     v.add_argument("--skip-model-check", action="store_true", help="do not resolve model references")
+    v.add_argument("--skip-cost", action="store_true", help="do not trace a step to estimate FLOPs, memory and time")
     v.set_defaults(fn=cmd_validate)
     r = sub.add_parser("run", help="run a sweep with Ray Tune")
     r.add_argument("file")

@@ -18,6 +18,7 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,18 @@ SD1_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
 SD1_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                scaling_factor=0.18215)
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """open_clip warns on the root logger that no weights were loaded: that is the point here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 @contextmanager
@@ -149,8 +162,8 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
     models = []
     dtype = DTYPES[cfg.nada.precision]
     for ref in cfg.nada.clip_models:
-        with unset_fake_temporarily():     # open_clip moves the model with .to(), which fake parameters refuse:
-            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)   # a real, randomly initialised one
+        with unset_fake_temporarily(), _quiet_open_clip():   # open_clip moves models with .to(), which fake
+            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)   # parameters refuse: a real one
             model = model.to(dtype).eval().requires_grad_(False)
         pcfg = open_clip.get_model_preprocess_cfg(model)
         size = pcfg.get("size", 224)
@@ -168,6 +181,21 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
 
 
 _GUIDES = {"fusion": _fusion_guidance, "nada": _nada_guidance}
+
+
+class _RealDraws:
+    """A generator kind whose per-step random draws (z, camera, EG3D's render seed) are made on real tensors:
+    a host read such as `int(torch.randint(...))` cannot run on fake ones. The mapping still sees fake weights."""
+
+    def __init__(self, kind):
+        self._kind = kind
+
+    def __getattr__(self, name: str):
+        return getattr(self._kind, name)
+
+    def step_inputs(self, *args, **kwargs):
+        with unset_fake_temporarily():
+            return self._kind.step_inputs(*args, **kwargs)
 
 
 def _module_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
@@ -190,7 +218,7 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
         warnings.simplefilter("ignore")                     # fake tensors' data_ptr deprecation chatter
         g_frozen = kind.build(arch).eval().requires_grad_(False)
         guide = _GUIDES[cfg.method](traced, counter, notes)
-        trainer = Trainer.build(traced, kind, g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
+        trainer = Trainer.build(traced, _RealDraws(kind), g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
                                 choose=lambda movement, k: list(range(min(k, movement.numel()))))
         counter.label(g_frozen, "generator_frozen")
         counter.label(trainer.g_train, "generator")
