@@ -55,8 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         try:
             print(sweep_cost([t.config for t in sweep.trials], gpu_type=getattr(spec.resources, "gpu_type", "H100")).text())
-        except ValueError as exc:       # e.g. a generator checkpoint not on this machine and no generator.size
-            print(f"cost: unknown ({exc})")
+        except Exception as exc:        # an estimate never blocks validation (e.g. no checkpoint and no generator.size)
+            print(f"cost: unknown ({type(exc).__name__}: {exc})")
     if args.skip_model_check:
         print("model references: not checked (--skip-model-check)")
     else:
