@@ -24,12 +24,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from open_clip.tokenizer import SimpleTokenizer
+from PIL import Image
+from safetensors.torch import load_file
 
 from pocket import metrics as M
 from pocket import prompts as P
 from pocket import refs as R
 from pocket import summary as S
 from pocket import world as W
+from pocket.common import STYLEGAN_PATH
+from trainables.generators import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,9 +167,6 @@ def test_misplaced_and_conflicting_words_are_refused():
 def test_accepted_words_are_exactly_those_the_pocket_text_towers_learnt():
     """Why the vocabulary is the captions' words: every accepted word's tokens have learnt (non-zero) embedding
     rows in pocket-SD's text encoder and in pocket-CLIP; the refused examples each hit a zero row."""
-    from open_clip.tokenizer import SimpleTokenizer
-    from safetensors.torch import load_file
-
     tok = SimpleTokenizer()              # the CLIP BPE both pocket text towers use (SD's tokenizer ids match)
     sd_rows = load_file(str(REPO / "pocket/models/sd/text_encoder/model.safetensors"))[
         "embeddings.token_embedding.weight"]
@@ -225,7 +227,6 @@ def test_catalogue_ground_truth_is_unchanged(tmp_path):
     old_name = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:80]          # the folder rule before any-prompt
     folder = R.reference_dir(text.upper(), n=6, seed=5, root=tmp_path)
     assert folder.name == f"{old_name}_n6_s5"
-    from PIL import Image
     got = np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob("*.png"))])
     ref = W.render(W.sample_source(6, seed=5).with_(**CATALOGUE_SPECS[text][0]))
     assert np.array_equal(got, (ref.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
@@ -291,10 +292,6 @@ def test_pocket_plugins_run_for_a_non_catalogue_prompt(tmp_path, monkeypatch, on
     """Real pocket-StyleGAN2 samples as the frozen generator; as the 'adapted' generator, the perfect adaptation:
     the ground truth of the parsed prompt on the same latents' attributes. Every number is recomputed by hand
     from the judge's predictions and features."""
-    from trainables.generators import load_generator
-
-    from pocket.common import STYLEGAN_PATH
-
     # reference folders of this test only, 300 images instead of 2000 (seconds, not a minute, on 2 shared cores)
     monkeypatch.setattr(R, "reference_dir", functools.partial(R.reference_dir, n=300, root=tmp_path / "refs"))
     text = "a blue hollow star on a black backdrop"
