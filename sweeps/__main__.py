@@ -25,7 +25,7 @@ def _short(value, n: int = 48) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .cost import sweep_cost
+    from .cost import resolve_auto_gpu, sweep_cost
     from .spec import check_models, load_sweep
 
     sweep = load_sweep(args.file)
@@ -41,8 +41,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     fixed = {k: v for k, v in (sweep.trials[0].overrides if sweep.trials else {}).items() if k not in cols}
     if fixed:
         print("same in every trial: " + ", ".join(f"{k}={_short(v, 32)}" for k, v in fixed.items()))
+    auto = resolve_auto_gpu(sweep) if not args.skip_cost else None
     res = spec.resources
-    print(f"resources per trial: cpu={res.cpu:g} gpu={res.gpu:g}; max_concurrent_trials="
+    gpu_text = f"{res.gpu} (not resolved: --skip-cost)" if res.gpu == "auto" else f"{res.gpu:g}"
+    if auto is not None:
+        gpu_text += f" (auto: {round(1 / auto) if auto else 0} trial(s) per {res.gpu_type})"
+    print(f"resources per trial: cpu={res.cpu:g} gpu={gpu_text}; max_concurrent_trials="
           f"{spec.max_concurrent_trials or 'unlimited'}; retries={spec.retries}; search={spec.search.type}")
     from .launcher import resolve_storage
 

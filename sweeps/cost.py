@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 from trainables.config import AdaptConfig
-from trainables.cost import CostReport, estimate, gpu
+from trainables.cost import gpu
+from trainables.cost.model import CostReport, estimate
 
 PACKING_MARGIN = 1.2     # traced peak x this (allocator fragmentation, cuDNN workspaces)
 CONTEXT_GB = 1.0         # per trial: CUDA context, kernels, caching-allocator slack
@@ -98,3 +99,25 @@ def gpu_fraction(cost: SweepCost, gpu_type: str) -> float:
             f"guidance.engine: fast, keep train.recompute_generator: true, lower guidance.image_size, or choose "
             f"a larger resources.gpu_type")
     return 1.0 / per_gpu
+
+
+def resolve_auto_gpu(sweep) -> float | None:
+    """`resources.gpu: auto` -> the fraction for this sweep's trials (the sweep's resources are updated in
+    place); None when the sweep gives a number. A sweep of CPU trials gets 0. Raises a SweepError naming
+    the file and line when a trial cannot fit its `gpu_type`."""
+    from .errors import SweepError
+
+    res = sweep.spec.resources
+    if res.gpu != "auto":
+        return None
+    configs = [t.config for t in sweep.trials]
+    if all(c.train.device == "cpu" for c in configs):
+        fraction = 0.0
+    else:
+        try:
+            fraction = gpu_fraction(sweep_cost([c for c in configs if c.train.device != "cpu"], res.gpu_type),
+                                    res.gpu_type)
+        except ValueError as exc:
+            raise SweepError(f"{sweep.marks.where(('resources', 'gpu'))}: resources.gpu: auto: {exc}") from None
+    sweep.spec.resources = res.model_copy(update={"gpu": fraction})
+    return fraction

@@ -31,6 +31,7 @@ from tracking import (LocalMlflowServer, ROLE_PARENT, ROLE_TAG, default_tracking
                       start_parent_run, summarize_children)
 
 from .context import TrialContext, name_axes
+from .cost import resolve_auto_gpu
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 
 STATE_FILE = "sweep_state.json"
@@ -266,6 +267,9 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
     sweep = load_sweep(file)
     if not skip_model_check:
         check_models(sweep)          # fail fast: missing weights stop everything here
+    fraction = resolve_auto_gpu(sweep)   # resources.gpu: auto -> the share of a GPU the traced peak needs
+    if fraction is not None and verbose:
+        print(f"resources.gpu: auto -> {fraction:g} GPU per trial", file=out)
     spec = sweep.spec
     try:  # the function every trial calls must import here too (same code, same PYTHONPATH as the workers)
         from .trial import import_entrypoint

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evaluation.config import EvalConfig
 from trainables.config import AdaptConfig
+from trainables.cost.gpus import GPUS
 
 from .yaml_marks import Marks, dotted
 
@@ -27,8 +28,19 @@ class _Strict(BaseModel):
 
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)      # CPUs per trial (fractional allowed)
-    gpu: float = Field(0.0, ge=0)      # GPUs per trial (fractional allowed: 0.5 = two trials per GPU)
+    # GPUs per trial (fractional allowed: 0.5 = two trials per GPU); 'auto' = the share of one `gpu_type` the
+    # trial's traced peak memory needs (sweeps/cost.py: as many trials per GPU as fit, with a margin)
+    gpu: float | Literal["auto"] = Field(0.0)
+    gpu_type: str = "H100"             # the GPU the sweep is planned for: 'auto' packing, cost estimates
     custom: dict[str, float] = Field(default_factory=dict)  # Ray custom resources per trial, e.g. {pool_a: 1}
+
+    @model_validator(mode="after")
+    def _gpu(self) -> "Resources":
+        if self.gpu != "auto" and self.gpu < 0:
+            raise ValueError(f"gpu must be >= 0 or 'auto', got {self.gpu}")
+        if self.gpu_type.upper() not in GPUS:
+            raise ValueError(f"gpu_type {self.gpu_type!r} is not one of {', '.join(GPUS)} (trainables/cost/gpus.py)")
+        return self
 
 
 class GridSearch(_Strict):

@@ -30,11 +30,6 @@ The jobs live in their own modules; this one re-exports their public names:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-from trainables.config import flatten
 from trainables.config_io import get_dotted, set_dotted
 
 from .errors import MissingModelError, SweepError
@@ -46,29 +41,5 @@ from .yaml_marks import Marks, load_yaml_with_marks
 
 __all__ = ["AshaSearch", "Distribution", "EVAL_PATH_FIELDS", "GridSearch", "Marks", "MissingModelError",
            "OptunaSearch", "REF_FIELDS", "Resources", "Sweep", "SweepError", "SweepSpec", "Trial", "build_config",
-           "check_models", "config_field", "estimate_gpu_hours", "evaluation_problems", "expand_env",
+           "check_models", "config_field", "evaluation_problems", "expand_env",
            "format_spec_error", "get_dotted", "load_sweep", "load_yaml_with_marks", "set_dotted", "sweep_prompts"]
-
-
-# ----------------------------------------------------------------------------------------------- figures
-def estimate_gpu_hours(sweep: Sweep, figures_path: Path | None = None) -> tuple[float | None, str]:
-    """GPU-hours from benchmarks/figures.yaml rows {method, it_per_s, gpu, [match: {dotted: value}]}."""
-    figures_path = figures_path or Path(__file__).resolve().parent.parent / "benchmarks" / "figures.yaml"
-    if not figures_path.is_file():
-        return None, f"unknown (no benchmark figures table at {figures_path})"
-    rows = yaml.safe_load(figures_path.read_text()) or []
-    if isinstance(rows, dict):
-        rows = rows.get("figures", [])
-    total = 0.0
-    for trial in sweep.trials:
-        flat = flatten(trial.config)
-        row = next(
-            (r for r in rows if r.get("method") in (None, trial.config.method)
-             and all(str(flat.get(k)) == str(v) for k, v in (r.get("match") or {}).items())),
-            None,
-        )
-        if row is None or not row.get("it_per_s"):
-            return None, f"unknown (no figure in {figures_path} matches trial {trial.index + 1})"
-        gpus = max(sweep.spec.resources.gpu, 0.0) or 1.0
-        total += trial.config.train.iterations / float(row["it_per_s"]) / 3600.0 * gpus
-    return total, f"{total:.2f} GPU-hours (from {figures_path.name})"

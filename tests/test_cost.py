@@ -14,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from conftest import tiny_adapt_dict
 from trainables.config_io import validate_config
-from trainables.cost import estimate, gpu
+from trainables.cost import gpu
+from trainables.cost.model import estimate
 from trainables.cost.counter import CostCounter
 from trainables.generators import load_generator
 from trainables.generators.groups import fusion_trainable_names, set_trainable

@@ -212,18 +212,6 @@ def test_paper_settings_match_paper_md():
     assert yaml.safe_load((REPO / "sweeps/paper/ffhq_long_prompt.yaml").read_text())["resources"]["gpu"] == 1
 
 
-def test_gpu_hours_from_a_figures_table(tmp_path, gen_ckpt):
-    from sweeps.spec import estimate_gpu_hours
-
-    path = write(tmp_path, "name: s\n" + base_block(gen_ckpt) + "grid: {seed: [1, 2]}\nresources: {gpu: 0.5}\n")
-    sweep = load_sweep(path)
-    figures = tmp_path / "figures.yaml"
-    figures.write_text("figures:\n  - {method: fusion, it_per_s: 0.001, gpu: A100}\n")
-    hours, text = estimate_gpu_hours(sweep, figures)
-    assert hours == pytest.approx(2 * 3 / 0.001 / 3600 * 0.5) and "GPU-hours" in text
-    assert estimate_gpu_hours(sweep, tmp_path / "none.yaml")[0] is None
-
-
 def test_run_refuses_an_entrypoint_that_does_not_import(tmp_path, gen_ckpt):
     path = write(tmp_path, "name: s\n" + base_block(gen_ckpt) + f"entrypoint: no_such_module:adapt\n"
                  f"storage_path: {tmp_path}/st\n")
