@@ -21,6 +21,8 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 
 # 1. The paper configuration: SD-1.x + CLIP-L + StyleGAN2-1024, both engines, fp32/bf16, batches 1/2/4.
 timeout 300 python3 benchmarks/sds_step.py --config full --device cuda --batches 1,2,4 2>&1 | tee "$OUT/sds_step_full.md"
+# 1b. The cost model's predictions (trainables/cost) next to real steps and max_memory_allocated.
+timeout 240 python3 benchmarks/cost_vs_measured.py --device cuda --gpu H200 --steps 10 2>&1 | tee "$OUT/cost_vs_measured.md"
 # 2. StyleGAN2-1024 render and EG3D ffhq512-128 render + forward/backward on CUDA.
 timeout 90 python3 benchmarks/stylegan2_render.py 2>&1 | tee "$OUT/stylegan2_render.md"
 timeout 120 python3 benchmarks/eg3d_render.py 2>&1 | tee "$OUT/eg3d_render.md"
