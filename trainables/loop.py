@@ -22,6 +22,7 @@ from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
 from .checkpointing import load_train_state, restore_rng, save_train_state
 from .config import AdaptConfig
 from .config_io import dump_config
+from .devices import resolve_device
 from .generator_kinds import generator_kind
 from .grids import save_rows
 from .guidance import build_guidance
@@ -33,15 +34,6 @@ KEEP_CHECKPOINTS = 2
 
 class NonFiniteGradientError(RuntimeError):
     """A NaN/Inf reached the generator's gradients; the run stops before the optimiser step."""
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={spec!r} but CUDA is not available here; use train.device=cpu or auto")
-    return device
 
 
 def prepared_guidance(cfg: AdaptConfig, device: torch.device):
@@ -92,7 +84,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     """Adapt `cfg.generator` toward `cfg.prompt`; returns where the adapted generator and grids are."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, field="train.device")
     out = Path(cfg.output_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")

@@ -34,7 +34,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from ..config import AdaptConfig
 from ..generator_kinds import generator_kind
 from ..guidance.clip_models import LoadedClip, build_open_clip_architecture
-from ..guidance.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod
+from ..devices import DTYPES
+from ..guidance.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
 from ..guidance.fusion import FusionGuidance
 from ..guidance.nada import NadaGuidance
 from ..step import Trainer

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .diffusion_model import DTYPES, FrozenDiffusion
+from ..devices import DTYPES
+from .diffusion_model import FrozenDiffusion
 
 if TYPE_CHECKING:
     from ..config import DiffusionGuidanceConfig, RegularizerConfig

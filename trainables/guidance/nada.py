@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_models import LoadedClip, load_open_clip
-from .diffusion_model import DTYPES
+from ..devices import DTYPES
 from .fusion import inject_gradient
 
 if TYPE_CHECKING:
