@@ -350,6 +350,7 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
                    tags={"sweep.trials_ok": len(results) - errors, "sweep.trials_failed": errors})
         print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
               f"MLflow experiment '{spec.name}' at {uri}; results in {exp_dir}", file=out)
+        print(_phase_summary(results), file=out)
         if spec.evaluation is not None and len(results) > errors:
             _log_comparison_table(spec.name, uri, parent, out)
         return 1 if errors else 0
@@ -387,6 +388,18 @@ def _log_comparison_table(experiment: str, uri: str, parent_run_id: str, out) ->
     table = tables.get(parent_run_id)
     if table is not None and not table.empty:
         print(f"\n{render(table, 'md')}\n(logged as table/ and comparison.png on the sweep's parent run)", file=out)
+
+
+def _phase_summary(results) -> str:
+    """Mean wall seconds per trial phase over the finished trials (perf/phase/* of their last report)."""
+    rows = [r.metrics for r in results if r.error is None and r.metrics]
+    keys = ["startup", "load", "adapt", "evaluation", "upload"]
+    means = {k: sum(m.get(f"perf/phase/{k}_s", 0.0) for m in rows) / len(rows) for k in keys} if rows else {}
+    if not means or not any(means.values()):
+        return "trial phases: not reported"
+    total = sum(means.values())
+    return ("trial phases (mean s): " + ", ".join(f"{k} {v:.1f}" for k, v in means.items())
+            + f"; adaptation is {means['adapt'] / total:.0%} of a trial")
 
 
 def _fit(sweep: Sweep, ctx: TrialContext, exp_dir: Path, resume: bool):

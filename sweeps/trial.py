@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable of every sweep."""
     from ray import tune
 
+    tic_start = time.perf_counter()
+
     # relative model refs resolve as in the driver (embedded) or the job's working dir (cluster), never
     # against Tune's trial dir (runtime_env sets RAY_CHDIR_TO_TRIAL_DIR=0; this covers clusters without it)
     if not isinstance(ctx, TrialContext):
@@ -151,13 +154,24 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                  report]
     adapt = import_entrypoint(ctx.entrypoint)
     try:
+        phases = {"startup": time.perf_counter() - tic_start}       # Ray worker to the loop's first line
         result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)
+        phases.update(getattr(result, "phases", {}) or {})          # load, adapt (trainables.loop)
         extra: dict[str, float] = {}
+        tic = time.perf_counter()
         if ctx.evaluation is not None:
             extra = _evaluate(ctx, cfg, result, trial_dir / "eval", tracker)
+        phases["evaluation"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        tracker.flush(ctx.final_flush_timeout_s)                    # uploads: metrics, grids, the generator
+        phases["upload"] = time.perf_counter() - tic
+        phase_metrics = {f"perf/phase/{k}_s": float(v) for k, v in phases.items()}
+        total = sum(phases.values())
+        phase_metrics["perf/phase/adapt_share"] = phases.get("adapt", 0.0) / total if total else 0.0
+        tracker.log_metrics(phase_metrics, step=int(result.steps))
         tracker.set_tags({"sweep.status": "finished"})
         tracker.close("FINISHED", timeout=ctx.final_flush_timeout_s)
-        report.flush(extra={**extra, "done_steps": int(result.steps)})
+        report.flush(extra={**extra, **phase_metrics, "done_steps": int(result.steps)})
     except BaseException as exc:
         tracker.set_tags({"sweep.error": f"{type(exc).__name__}: {exc}"[:4000]})
         tracker.log_text(traceback.format_exc(), "error.txt", "")

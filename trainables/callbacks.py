@@ -17,6 +17,7 @@ class AdaptResult:
     output_dir: Path
     steps: int                    # iterations completed in total (including before a resume)
     metrics: dict[str, float] = field(default_factory=dict)  # last step's metrics
+    phases: dict[str, float] = field(default_factory=dict)   # wall seconds: {"load": ..., "adapt": ...}
 
 
 class Callback:

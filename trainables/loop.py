@@ -91,6 +91,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     cbs = CallbackList([JsonlMetrics(out / "metrics.jsonl"), *callbacks])
 
     torch.manual_seed(cfg.seed)
+    tic_load = time.perf_counter()
     kind = generator_kind(cfg.generator.kind)
     g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
     guide = guidance if guidance is not None else prepared_guidance(cfg, device)
@@ -108,6 +109,8 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
 
     sampler = _Sampler(cfg, kind, g_frozen, device)
     g_train = trainer.g_train
+    phases = {"load": time.perf_counter() - tic_load}      # models, guidance, resume state, grid latents
+    tic_adapt = time.perf_counter()
     cbs.on_start(start, cfg)
 
     metrics: dict[str, float] = {}
@@ -142,9 +145,10 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
     cbs.on_samples(cfg.train.iterations, final_grid)
     for extra in kind.extra_artifacts(g_train, out, cfg.train.sample_seed):  # e.g. EG3D's multi-view GIF
         cbs.on_samples(cfg.train.iterations, extra)
+    phases["adapt"] = time.perf_counter() - tic_adapt       # the steps, grids, checkpoints, the final save
     result = AdaptResult(generator_path=generator_path, final_grid_path=final_grid,
                          output_dir=out, steps=cfg.train.iterations,
-                         metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
+                         metrics={k: v for k, v in metrics.items() if math.isfinite(v)}, phases=phases)
     cbs.on_end(result)
     return result
 
