@@ -7,6 +7,7 @@ YAML files.
 """
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -188,8 +189,6 @@ class AdaptConfig(_Strict):
     def _family_defaults(cls, data: Any) -> Any:
         """Fields a config leaves out take the generator family's paper defaults (EG3D_DEFAULTS)."""
         if isinstance(data, dict) and isinstance(data.get("generator"), dict) and data["generator"].get("kind") == "eg3d":
-            import copy
-
             data = copy.deepcopy(data)
             _fill_defaults(data, EG3D_DEFAULTS)
         return data

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .guidance.tokenizer import build_clip_tokenizer
+
 # SD 1.x/2.x noise schedule: scaled_linear betas 0.00085..0.012 over 1000 steps.
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 SD_VAE_SCALING = 0.18215
@@ -51,10 +53,9 @@ def build_tiny_sd(dir: str | Path, seed: int = 0, prediction_type: str = "epsilo
                   scheduler: str = "ddpm", text_dim: int = TINY_TEXT_DIM) -> Path:
     """Write a tiny SD-layout pipeline directory (model_index.json, vae/, unet/, text_encoder/, tokenizer/,
     scheduler/); returns its path. `scheduler`: 'ddpm' or 'pndm' (both with SD's betas)."""
+    # late: conftest imports this module; diffusers/transformers/open_clip add ~2-5 s each at import
     from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .guidance.tokenizer import build_clip_tokenizer
 
     root = Path(dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def build_tiny_sd(dir: str | Path, seed: int = 0, prediction_type: str = "epsilo
     text.save_pretrained(root / "text_encoder")
     sched.save_pretrained(root / "scheduler")
     build_clip_tokenizer(root / "tokenizer")
-    import diffusers
+    import diffusers  # late: see the diffusers import above
 
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
@@ -88,9 +89,8 @@ def build_tiny_sd(dir: str | Path, seed: int = 0, prediction_type: str = "epsilo
 
 def build_tiny_text_encoder(dir: str | Path, seed: int = 0, hidden_size: int = TINY_TEXT_DIM) -> Path:
     """A standalone CLIP text encoder + tokenizer directory (like openai/clip-vit-large-patch14)."""
+    # late: conftest imports this module; transformers' CLIPTextModel adds ~2 s at import
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .guidance.tokenizer import build_clip_tokenizer
 
     root = Path(dir)
     torch.manual_seed(seed)
@@ -110,7 +110,7 @@ def tiny_open_clip_config(image_size: int = 32) -> dict:
 
 def build_tiny_open_clip(dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """A tiny open_clip ViT: `<dir>/TinyCLIP-test.json` (registered by its stem) + random weights."""
-    import open_clip
+    import open_clip  # late: conftest imports this module; open_clip adds ~4 s at import
 
     root = Path(dir)
     root.mkdir(parents=True, exist_ok=True)

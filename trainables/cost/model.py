@@ -29,6 +29,7 @@ import open_clip
 import torch
 import torchvision
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from huggingface_hub import snapshot_download
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from ..config import AdaptConfig
@@ -80,8 +81,6 @@ def _cached_diffusers_root(ref: str) -> Path | None:
     if Path(ref).is_dir():
         return Path(ref)
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(ref.split("@")[0], local_files_only=True,
                                       allow_patterns=["unet/config.json", "vae/config.json", "scheduler/*"]))
     except Exception:                          # not cached (or not a hub id): fall back on SD 1.x

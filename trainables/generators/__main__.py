@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
 from .stylegan2 import StyleGAN2
@@ -70,8 +71,6 @@ def _render(args: argparse.Namespace) -> int:
     if out.suffix == ".pt":
         torch.save(images, out)
     else:
-        from PIL import Image
-
         Image.fromarray(image_grid(images).numpy()).save(out)
     print(f"wrote {out} ({images.shape[0]} images, {images.shape[-1]}x{images.shape[-2]}, truncation {args.truncation})")
     return 0

@@ -73,6 +73,7 @@ class FrozenDiffusion:
                  dtype: torch.dtype | str = torch.float32, image_size: int = 512, fast: bool = False,
                  compile: bool = False) -> "FrozenDiffusion":
         """Load from a diffusers directory or hub id; `text_encoder` = separate text encoder/tokenizer ref."""
+        # late: diffusers/transformers add ~5 s at import; sweeps validate imports this module (via guidance)
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -102,7 +103,7 @@ class FrozenDiffusion:
         cfg_file = root / "scheduler" / "scheduler_config.json"
         if not cfg_file.is_file():
             return sd_alphas_cumprod(), "epsilon"
-        from diffusers import DDPMScheduler
+        from diffusers import DDPMScheduler  # late: see from_ref
 
         cfg = DDPMScheduler.load_config(root, subfolder="scheduler")
         keep = {k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
@@ -112,7 +113,7 @@ class FrozenDiffusion:
 
     def _make_fast(self, compile: bool) -> None:
         try:  # PyTorch SDPA attention (diffusers' default on torch 2; set explicitly)
-            from diffusers.models.attention_processor import AttnProcessor2_0
+            from diffusers.models.attention_processor import AttnProcessor2_0  # late: see from_ref
 
             self.unet.set_attn_processor(AttnProcessor2_0())
             self.vae.set_attn_processor(AttnProcessor2_0())

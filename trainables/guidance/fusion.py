@@ -25,16 +25,12 @@ Two engines, one meaning (docs/engine.md):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from ..config import DiffusionGuidanceConfig, RegularizerConfig
 from ..devices import DTYPES
 from .diffusion_model import FrozenDiffusion
-
-if TYPE_CHECKING:
-    from ..config import DiffusionGuidanceConfig, RegularizerConfig
-    from .lpips_reg import LpipsRegularizer
+from .lpips_reg import LpipsRegularizer
 
 
 # ------------------------------------------------------------------ the one injection point
@@ -137,8 +133,6 @@ class FusionGuidance:
                  device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None, *,
                  model: FrozenDiffusion | None = None, lpips: "LpipsRegularizer | None" = None,
                  compile: bool = False):
-        from ..config import RegularizerConfig
-
         self.cfg = guidance_cfg
         self.reg = reg_cfg if reg_cfg is not None else RegularizerConfig()
         self.device = torch.device(device)
@@ -157,8 +151,6 @@ class FusionGuidance:
             raise ValueError("the reference engine runs in fp32; pass an fp32 FrozenDiffusion")
         self._lpips = lpips
         if self.reg.lpips.weight > 0 and self._lpips is None:
-            from .lpips_reg import LpipsRegularizer
-
             self._lpips = LpipsRegularizer(self.reg.lpips.net, device=self.device)
         self.prompt: str | None = None
         self.source_prompt: str | None = None

@@ -8,6 +8,7 @@ downloaded offline, so a missing file is a clear error, raised before anything t
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ def backbone_weights_path(net: str) -> Path:
 
 
 def _linear_weights_path(net: str) -> Path:
-    import lpips
+    import lpips  # late: lpips adds ~1.7 s at import; preflight (sweeps validate) imports this module
 
     return Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / f"{net}.pth"
 
@@ -63,14 +64,12 @@ class LpipsRegularizer(torch.nn.Module):
         the lpips linear layers are still the real ones), so the regularizer's arithmetic can be tested
         offline. Distances from it are not perceptual distances."""
         super().__init__()
-        import lpips
+        import lpips  # late: lpips adds ~1.7 s at import; preflight (sweeps validate) imports this module
 
         if not random_backbone:
             check_lpips_weights(net)
         elif net not in BACKBONE_WEIGHTS:
             raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_WEIGHTS)}, got {net!r}")
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # torchvision's deprecated `pretrained=` inside lpips
             self.lpips = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
