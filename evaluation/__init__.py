@@ -7,6 +7,7 @@ Heavy dependencies (torch, clean-fid, open_clip, mlflow) load on first use.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .config import EvalConfig, load_eval_config
@@ -24,7 +25,5 @@ __all__ = ["EvalConfig", "load_eval_config", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)

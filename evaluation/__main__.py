@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from tracking import default_tracking_uri   # the local default store: ./mlruns/mlflow.db
+
+from .config import load_eval_config
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -16,12 +21,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _tracking_uri(args) -> str | None:
     if args.tracking_uri:
         return args.tracking_uri
-    import os
-
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from tracking import default_tracking_uri   # the local default store: ./mlruns/mlflow.db
-
     return default_tracking_uri()
 
 
@@ -70,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from .config import load_eval_config
-
     if args.cmd == "table":
-        from .table import MetricSpec, log_table, render, table_dataframe
+        from .table import MetricSpec, log_table, render, table_dataframe  # late on purpose: --help and config errors answer without torch (~2 s)
 
         extra = []
         for item in args.metric:
@@ -98,8 +97,8 @@ def _dispatch(args) -> int:
 
     cfg = load_eval_config(args.config, args.overrides)
     if args.cmd == "run":
-        from .preflight import check_evaluation
-        from .runner import evaluate_experiment, evaluate_run
+        from .preflight import check_evaluation  # late on purpose: --help and config errors answer without torch (~2 s)
+        from .runner import evaluate_experiment, evaluate_run  # late on purpose: --help and config errors answer without torch (~2 s)
 
         uri = _tracking_uri(args)
         if args.experiment:   # checks the evaluation's models itself, once it knows there is work
@@ -117,13 +116,13 @@ def _dispatch(args) -> int:
             print(f"metric {unit} FAILED: {err.reason}", file=sys.stderr)
         return 1 if metrics.errors else 0
     if args.cmd == "sample":
-        from .sampling import sample_for_eval
+        from .sampling import sample_for_eval  # late on purpose: --help and config errors answer without torch (~2 s)
 
         manifest = sample_for_eval(args.generator, args.out, cfg)
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return 0
     if args.cmd == "reference":
-        from .fid import save_reference_stats
+        from .fid import save_reference_stats  # late on purpose: --help and config errors answer without torch (~2 s)
 
         print(save_reference_stats(args.folder, args.out, cfg))
         return 0

@@ -39,10 +39,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tracking import clip_param, clip_tag, experiment_runs, mlflow_client, retry
 
+from .clip_score import clip_scores
 from .config import EvalConfig
+from .diversity import lpips_diversity_folder
+from .fid import build_feature_model, compute_fid, feature_diversity, folder_features, import_object
 from .preflight import check_evaluation, check_plugin_prompts, error_reason
 from .sampling import list_images, resolve_device, sample_for_eval, sample_source_generator
 
@@ -192,8 +196,6 @@ class EvalContext:
 
 def run_plugin(path: str, ctx: EvalContext) -> dict[str, float]:
     """One plugin: its optional `check_prompts([prompt])` first (a clear refusal), then `fn(ctx)`."""
-    from .fid import import_object
-
     fn = import_object(path)
     check_plugin_prompts(fn, [ctx.prompt])
     result = fn(ctx)
@@ -202,8 +204,6 @@ def run_plugin(path: str, ctx: EvalContext) -> dict[str, float]:
 
 # ---- evaluation --------------------------------------------------------------------------------------
 def write_strip(samples_dir: Path, out: Path, columns: int, tile: int = STRIP_TILE) -> Path | None:
-    from PIL import Image
-
     paths = list_images(samples_dir)[:columns]
     if not paths:
         return None
@@ -239,8 +239,6 @@ def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: Eval
         if "error" in feats:
             raise feats["error"]
         if "array" not in feats:
-            from .fid import build_feature_model, folder_features
-
             try:
                 model = build_feature_model(cfg.fid, device)
                 feats["array"] = folder_features(samples, model, cfg.fid.mode, device, batch_size=cfg.batch_size,
@@ -252,27 +250,19 @@ def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: Eval
         return feats["model"], feats["array"]
 
     def fid_unit() -> dict[str, float]:
-        from .fid import compute_fid
-
         model, array = features()
         res = compute_fid(samples, cfg, feature_model=model, feats=array)
         return {k: v for k, v in (("eval/fid", res.fid), ("eval/kid", res.kid)) if v is not None}
 
     def feature_unit() -> dict[str, float]:
-        from .fid import feature_diversity
-
         return {"eval/feature_diversity": feature_diversity(features()[1], cfg.diversity.feature.num_images)}
 
     def clip_unit() -> dict[str, float]:
         if not prompt:
             raise ValueError("CLIP score needs the run's prompt (param or tag `prompt`, or --prompt)")
-        from .clip_score import clip_scores
-
         return clip_scores(samples, prompt, cfg)
 
     def lpips_unit() -> dict[str, float]:
-        from .diversity import lpips_diversity_folder
-
         mean, std = lpips_diversity_folder(samples, cfg)
         return {"eval/lpips_diversity": mean, "eval/lpips_diversity_std": std}
 
@@ -315,7 +305,7 @@ def resolve_run_inputs(client, run, cache_dir: Path) -> RunInputs:
     rid = run.info.run_id
     names = [a.path for a in retry(lambda: client.list_artifacts(rid, "generator"))]
     if GENERATOR_ARTIFACT in names:
-        import mlflow.artifacts
+        import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
 
         dst = cache_dir / "generators" / rid
         dst.mkdir(parents=True, exist_ok=True)
@@ -364,7 +354,7 @@ def log_evaluation(client, run_id: str, metrics: dict[str, float], cfg: EvalConf
                    samples_dir: Path) -> None:
     """Metrics, params, tags and artifacts of an evaluation; failed metrics get their error tag + traceback
     artifact, metrics that succeeded lose a stale error tag. An empty manifest (no samples) logs errors only."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param, RunTag  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
 
     run = retry(lambda: client.get_run(run_id))
     todo = _check_params(run, evaluation_params(cfg, manifest)) if manifest else {}

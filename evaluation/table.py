@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
 from tracking import experiment_runs, mlflow_client, retry
 
@@ -368,8 +369,6 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 
 # ---- comparison figure -------------------------------------------------------------------------------
 def _font(size: int = 14):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType sizes
@@ -379,8 +378,6 @@ def _font(size: int = 14):
 def comparison_figure(df: pd.DataFrame, strips: dict[str, Path | None], out: str | Path,
                       label_width: int = 260, tile: int = 128) -> Path:
     """PNG: per (source, prompt) a title row, then one row per variant (its first run's strip)."""
-    from PIL import Image, ImageDraw
-
     font = _font(14)
     blocks = []
     cols = 1
@@ -418,7 +415,7 @@ def comparison_figure(df: pd.DataFrame, strips: dict[str, Path | None], out: str
 
 
 def _download_strips(client, run_ids: Iterable[str], dst: Path) -> dict[str, Path | None]:
-    import mlflow.artifacts
+    import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
 
     strips: dict[str, Path | None] = {}
     for rid in run_ids:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .sampling import list_images, load_images
+
 CALLS = {"count": 0}   # batches seen by every extractor built here (tests count feature passes)
 
 
@@ -34,8 +36,6 @@ def random_conv_features(device: torch.device | str = "cpu", seed: int = 0, dim:
 def brightness_plugin(ctx) -> dict[str, float]:
     """An `extra_metrics` plugin for tests: mean brightness of the samples and, when the run's source
     generator is known, the mean absolute pixel change from the source sampled with the same latents."""
-    from .sampling import list_images, load_images
-
     x = load_images(list_images(ctx.samples_dir))
     out = {"test/brightness": float(x.mean())}
     if ctx.source_generator_path is not None:
@@ -46,7 +46,7 @@ def brightness_plugin(ctx) -> dict[str, float]:
 
 def save_random_lpips_backbone(path, net: str = "alex", seed: int = 0):
     """A torchvision-layout backbone state dict ("features.*") with RANDOM weights, for plumbing tests only."""
-    import torchvision
+    import torchvision  # late: ~1.4 s to import; trials load this module for brightness_plugin
 
     torch.manual_seed(seed)
     ctor = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16,
