@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.cmd == "table":
-        from .table import MetricSpec, log_table, render, table_dataframe  # late on purpose: --help and config errors answer without torch (~2 s)
+        from .table import MetricSpec, log_table, render, table_dataframe  # late: a CLI error answers without torch (~2 s)
 
         extra = []
         for item in args.metric:
@@ -97,8 +97,8 @@ def _dispatch(args) -> int:
 
     cfg = load_eval_config(args.config, args.overrides)
     if args.cmd == "run":
-        from .preflight import check_evaluation  # late on purpose: --help and config errors answer without torch (~2 s)
-        from .runner import evaluate_experiment, evaluate_run  # late on purpose: --help and config errors answer without torch (~2 s)
+        from .preflight import check_evaluation  # late: a CLI error answers without torch (~2 s)
+        from .runner import evaluate_experiment, evaluate_run  # late: a CLI error answers without torch (~2 s)
 
         uri = _tracking_uri(args)
         if args.experiment:   # checks the evaluation's models itself, once it knows there is work
@@ -116,13 +116,13 @@ def _dispatch(args) -> int:
             print(f"metric {unit} FAILED: {err.reason}", file=sys.stderr)
         return 1 if metrics.errors else 0
     if args.cmd == "sample":
-        from .sampling import sample_for_eval  # late on purpose: --help and config errors answer without torch (~2 s)
+        from .sampling import sample_for_eval  # late: a CLI error answers without torch (~2 s)
 
         manifest = sample_for_eval(args.generator, args.out, cfg)
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return 0
     if args.cmd == "reference":
-        from .fid import save_reference_stats  # late on purpose: --help and config errors answer without torch (~2 s)
+        from .fid import save_reference_stats  # late: a CLI error answers without torch (~2 s)
 
         print(save_reference_stats(args.folder, args.out, cfg))
         return 0

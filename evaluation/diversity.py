@@ -56,7 +56,7 @@ def check_lpips_backbone(net: str = "alex", weights: str | None = None) -> Path:
 def build_lpips(net: str = "alex", weights: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """`lpips.LPIPS(net)` with its backbone loaded from a local torchvision state dict (never downloaded)."""
     path = check_lpips_backbone(net, weights)
-    import lpips  # late: lpips takes ~1.7 s to import; sweeps validate imports this module
+    import lpips  # late: lpips takes ~1.7 s to import; only LPIPS diversity needs it (validate imports this module)
 
     with warnings.catch_warnings():   # lpips passes torchvision's deprecated `pretrained=False`
         warnings.simplefilter("ignore", UserWarning)

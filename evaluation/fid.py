@@ -87,7 +87,7 @@ def check_inception(inception_path: str | Path = CLEANFID_INCEPTION) -> Path:
 def build_feature_model(fid_cfg: FidConfig, device: torch.device) -> FeatureModel:
     if fid_cfg.feature_extractor == "inception":
         path = ensure_inception(fid_cfg.inception_path)
-        from cleanfid.features import build_feature_extractor  # late: clean-fid takes ~1.8 s to import; sweeps validate imports this module
+        from cleanfid.features import build_feature_extractor  # late: clean-fid ~1.8 s; validate loads fid.py only
 
         fn = build_feature_extractor(fid_cfg.mode, device=device, use_dataparallel=False)
         model_id = f"inception-2015-12-05:{path.stat().st_size}"
@@ -115,7 +115,7 @@ def _identity(x):
 def folder_features(folder: str | Path, model: FeatureModel, mode: str, device: torch.device,
                     batch_size: int = 32, progress: bool = True, num: int | None = None) -> np.ndarray:
     """clean-fid features of every image in a folder (sorted, recursive) or .zip: [N, D] float."""
-    from cleanfid.fid import get_folder_features  # late: clean-fid takes ~1.8 s to import; sweeps validate imports this module
+    from cleanfid.fid import get_folder_features  # late: clean-fid ~1.8 s; validate loads fid.py only
 
     feats = get_folder_features(
         str(folder), model.fn, num_workers=0, num=num, batch_size=batch_size, device=device, mode=mode,
@@ -195,7 +195,7 @@ def reference_statistics(reference: str | Path, model: FeatureModel, mode: str, 
 
 # ---- metrics -----------------------------------------------------------------------------------------
 def fid_from_features(feats: np.ndarray, ref: ReferenceStats) -> float:
-    from cleanfid.fid import frechet_distance  # late: clean-fid takes ~1.8 s to import; sweeps validate imports this module
+    from cleanfid.fid import frechet_distance  # late: clean-fid ~1.8 s; validate loads fid.py only
 
     mu, sigma = feats.mean(axis=0), np.cov(feats, rowvar=False)
     return max(0.0, float(frechet_distance(mu, sigma, ref.mu, ref.sigma)))   # a set vs itself gives -0.0
@@ -204,7 +204,7 @@ def fid_from_features(feats: np.ndarray, ref: ReferenceStats) -> float:
 def kid_from_features(feats: np.ndarray, ref_feats: np.ndarray, num_subsets: int = 100,
                       max_subset_size: int = 1000, seed: int = 0) -> float:
     """clean-fid's unbiased polynomial-kernel MMD on the same features, with a fixed numpy seed."""
-    from cleanfid.fid import kernel_distance  # late: clean-fid takes ~1.8 s to import; sweeps validate imports this module
+    from cleanfid.fid import kernel_distance  # late: clean-fid ~1.8 s; validate loads fid.py only
 
     state = np.random.get_state()
     np.random.seed(seed)

@@ -305,7 +305,7 @@ def resolve_run_inputs(client, run, cache_dir: Path) -> RunInputs:
     rid = run.info.run_id
     names = [a.path for a in retry(lambda: client.list_artifacts(rid, "generator"))]
     if GENERATOR_ARTIFACT in names:
-        import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
+        import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use
 
         dst = cache_dir / "generators" / rid
         dst.mkdir(parents=True, exist_ok=True)
@@ -354,7 +354,7 @@ def log_evaluation(client, run_id: str, metrics: dict[str, float], cfg: EvalConf
                    samples_dir: Path) -> None:
     """Metrics, params, tags and artifacts of an evaluation; failed metrics get their error tag + traceback
     artifact, metrics that succeeded lose a stale error tag. An empty manifest (no samples) logs errors only."""
-    from mlflow.entities import Metric, Param, RunTag  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
+    from mlflow.entities import Metric, Param, RunTag  # late: mlflow (~1.6 s) loads on first use
 
     run = retry(lambda: client.get_run(run_id))
     todo = _check_params(run, evaluation_params(cfg, manifest)) if manifest else {}

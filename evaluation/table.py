@@ -415,7 +415,7 @@ def comparison_figure(df: pd.DataFrame, strips: dict[str, Path | None], out: str
 
 
 def _download_strips(client, run_ids: Iterable[str], dst: Path) -> dict[str, Path | None]:
-    import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use, as in tracking/client.py
+    import mlflow.artifacts  # late: mlflow (~1.6 s) loads on first use
 
     strips: dict[str, Path | None] = {}
     for rid in run_ids:

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ray import tune
-
 from .callbacks import AdaptResult, Callback
 
 log = logging.getLogger(__name__)
@@ -49,6 +47,8 @@ class Restored:
 
 def restore_checkpoint(local_dir: str | Path) -> Restored:
     """Materialise `ray.tune.get_checkpoint()` (if any) under `local_dir` and read its state file."""
+    from ray import tune  # late: sweeps/launcher sets Ray's env before Ray loads, after importing us
+
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         return Restored(None, {})
@@ -84,6 +84,8 @@ class TuneReportCallback(Callback):
 
     def _report(self, step: int, metrics: dict[str, float], checkpoint_dir: Path | None = None,
                 extra: dict[str, Any] | None = None) -> None:
+        from ray import tune  # late: sweeps/launcher sets Ray's env before Ray loads, after importing us
+
         payload = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         payload["step"] = int(step)
         payload.update(extra or {})

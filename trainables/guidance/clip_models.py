@@ -75,7 +75,7 @@ class LoadedClip:
     def eval_transform(self) -> Callable[[Any], torch.Tensor]:
         """open_clip's evaluation preprocessing for PIL images (what `create_model_and_transforms` returns
         as `preprocess`): resize (bicubic, antialiased on PIL), centre crop, to tensor, normalise."""
-        import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+        import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
         return open_clip.image_transform(self.image_size, is_train=False, mean=self.image_mean,
                                          std=self.image_std, resize_mode=self.resize_mode,
@@ -98,7 +98,7 @@ def _offline() -> bool:
 
 def _register_config(name: str) -> str:
     """Register a JSON config / config directory with open_clip; return the model name to use."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     path = Path(name)
     if not (path.suffix == ".json" or path.is_dir()):
@@ -142,7 +142,7 @@ def _dir_weights(name: str) -> str | None:
 
 
 def _missing_weights_error(model_name: str, pretrained: str, cause: BaseException | None) -> ClipWeightsNotFoundError:
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     cfg = open_clip.pretrained.get_pretrained_cfg(model_name, pretrained)
     hub = (cfg or {}).get("hf_hub", "")
@@ -166,7 +166,7 @@ def _hf_cache_dir() -> str:
 
 def _tag_cached(model_name: str, pretrained: str) -> bool | None:
     """True/False when the tag's HF-hub file is (not) in the cache; None when it cannot be told."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     cfg = open_clip.pretrained.get_pretrained_cfg(model_name, pretrained)
     hub = (cfg or {}).get("hf_hub", "")
@@ -182,7 +182,7 @@ def _tag_cached(model_name: str, pretrained: str) -> bool | None:
 @functools.lru_cache(maxsize=1)
 def _hub_repo_tags() -> dict[str, list[tuple[str, str, bool]]]:
     """HF-hub repo id -> [(model, tag, tag quick_gelu)] over open_clip's pretrained registry."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     out: dict[str, list[tuple[str, str, bool]]] = {}
     for model, tag in open_clip.list_pretrained():
@@ -202,7 +202,7 @@ def _arch_key(model_cfg: dict) -> str:
 @functools.lru_cache(maxsize=1)
 def _quickgelu_tags_by_arch() -> dict[str, list[str]]:
     """architecture key -> ['model:tag', ...] of open_clip's tags trained with QuickGELU."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     out: dict[str, list[str]] = {}
     for model, tag in open_clip.list_pretrained():
@@ -229,7 +229,7 @@ def resolve_quick_gelu(model_name: str, pretrained: str | None, quick_gelu: bool
     Rule (see the module docstring): known tag -> config flag OR the tag's `quick_gelu`; weights file in a
     known tag's HF-cache repo -> the same with that repo's tags; other file or random init -> the config's
     flag (or `quick_gelu` when given), warning for a GELU build of an architecture with QuickGELU tags."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
@@ -292,7 +292,7 @@ class _Resolved:
 
 def _resolve(name: str, pretrained: str | None, quick_gelu: bool | None = None) -> _Resolved:
     """Model name, weights and activation; raises when not loadable here."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     model_name = _register_config(name)
     tag = (pretrained or "").strip()
@@ -323,7 +323,7 @@ def check_open_clip(name: str, pretrained: str | None, quick_gelu: bool | None =
 
 def built_quick_gelu(model: torch.nn.Module) -> bool | None:
     """True/False when the model's transformer MLPs use QuickGELU / nn.GELU; None when it has neither."""
-    from open_clip.transformer import QuickGELU  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    from open_clip.transformer import QuickGELU  # late: ~4 s; trainables.guidance need not pay it
 
     kinds = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
     return None if not kinds else QuickGELU in kinds
@@ -335,7 +335,7 @@ class _ActivationBuildError(RuntimeError):
 
 def _create(model_name: str, weights: str, r: _Resolved, device: str | torch.device = "cpu") -> torch.nn.Module:
     """open_clip.create_model with the resolved activation; weights '' = random init."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     cfg_qg = bool(open_clip.get_model_config(model_name).get("quick_gelu", False))
     # force_quick_gelu sets the config flag before open_clip's own tag check (so it does not warn);
@@ -367,7 +367,7 @@ def build_open_clip_architecture(name: str, pretrained: str | None, quick_gelu: 
 def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, quick_gelu: bool | None = None) -> LoadedClip:
     """Build an open_clip model, frozen and in eval mode; see the module docstring for the arguments."""
-    import open_clip  # late: open_clip takes ~4 s to import; sweeps validate imports this module
+    import open_clip  # late: ~4 s; trainables.guidance need not pay it
 
     r = _resolve(name, pretrained, quick_gelu)
     model_name, tag, is_file = r.model_name, r.tag, r.is_file

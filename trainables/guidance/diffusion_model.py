@@ -73,7 +73,7 @@ class FrozenDiffusion:
                  dtype: torch.dtype | str = torch.float32, image_size: int = 512, fast: bool = False,
                  compile: bool = False) -> "FrozenDiffusion":
         """Load from a diffusers directory or hub id; `text_encoder` = separate text encoder/tokenizer ref."""
-        # late: diffusers/transformers add ~5 s at import; sweeps validate imports this module (via guidance)
+        # late: diffusers/transformers take ~5 s to import; importing trainables.guidance (every run) need not pay it
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 

@@ -32,7 +32,7 @@ def backbone_weights_path(net: str) -> Path:
 
 
 def _linear_weights_path(net: str) -> Path:
-    import lpips  # late: lpips adds ~1.7 s at import; preflight (sweeps validate) imports this module
+    import lpips  # late: lpips takes ~1.7 s to import; only the LPIPS regularizer needs it
 
     return Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / f"{net}.pth"
 
@@ -64,7 +64,7 @@ class LpipsRegularizer(torch.nn.Module):
         the lpips linear layers are still the real ones), so the regularizer's arithmetic can be tested
         offline. Distances from it are not perceptual distances."""
         super().__init__()
-        import lpips  # late: lpips adds ~1.7 s at import; preflight (sweeps validate) imports this module
+        import lpips  # late: lpips takes ~1.7 s to import; only the LPIPS regularizer needs it
 
         if not random_backbone:
             check_lpips_weights(net)

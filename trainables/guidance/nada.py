@@ -29,7 +29,7 @@ _NOT_IN_NADA = "a photo of many {}."
 
 def imagenet_templates() -> list[str]:
     """NADA's 79 ImageNet templates (format strings with one '{}')."""
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # late: open_clip ~4 s; sweeps validate
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # late: open_clip ~4 s; see clip_models.py
 
     out = [f("{}") for f in OPENAI_IMAGENET_TEMPLATES]
     out = [t for t in out if t != _NOT_IN_NADA]

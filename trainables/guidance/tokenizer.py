@@ -45,7 +45,7 @@ def clip_bpe_vocab_and_merges(bpe_path: str | Path | None = None) -> tuple[dict[
 @lru_cache(maxsize=4)
 def _read_bpe(bpe_path: str | None) -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     if bpe_path is None:
-        from open_clip.tokenizer import default_bpe  # late: open_clip adds ~4 s; sweeps validate imports this module
+        from open_clip.tokenizer import default_bpe  # late: open_clip ~4 s; see clip_models.py
 
         bpe_path = default_bpe()
     with gzip.open(bpe_path, "rt", encoding="utf-8") as fh:
@@ -63,7 +63,7 @@ def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Pat
 
     `save_dir`: when given, `save_pretrained` there (a loadable `tokenizer/` folder of a diffusers layout).
     """
-    from transformers import CLIPTokenizer  # late: ~0.7 s at import; sweeps validate imports this module
+    from transformers import CLIPTokenizer  # late: ~0.7 s to import; only building a tokenizer needs it
 
     vocab, merges = clip_bpe_vocab_and_merges(bpe_path)
     tok = CLIPTokenizer(
