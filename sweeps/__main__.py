@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .spec import MissingModelError, SweepError
+from .spec import MissingModelError, SweepError, check_models, load_sweep
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -25,8 +25,7 @@ def _short(value, n: int = 48) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .cost import resolve_auto_gpu, sweep_cost
-    from .spec import check_models, load_sweep
+    from .cost import resolve_auto_gpu, sweep_cost  # late: the cost model behind it imports open_clip and diffusers (~6 s)
 
     sweep = load_sweep(args.file)
     spec = sweep.spec
@@ -48,7 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         gpu_text += f" (auto: {round(1 / auto) if auto else 0} trial(s) per {res.gpu_type})"
     print(f"resources per trial: cpu={res.cpu:g} gpu={gpu_text}; max_concurrent_trials="
           f"{spec.max_concurrent_trials or 'unlimited'}; retries={spec.retries}; search={spec.search.type}")
-    from .launcher import resolve_storage
+    from .launcher import resolve_storage  # late: the cost model behind it imports open_clip and diffusers (~6 s)
 
     print(f"storage: {resolve_storage(None, spec.storage_path) / spec.name}; tracking: {spec.tracking_uri or 'local ./mlruns (served on loopback)'}")
     if spec.retries and any(t.config.train.checkpoint_every == 0 for t in sweep.trials):
@@ -75,8 +74,7 @@ def _validate_evaluation(sweep) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .launcher import run_sweep
-    from .spec import load_sweep
+    from .launcher import run_sweep  # late: the cost model behind it imports open_clip and diffusers (~6 s)
 
     _validate_evaluation(load_sweep(args.file))
     return run_sweep(args.file, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
@@ -84,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import sweep_status
+    from .status import sweep_status  # late: the cost model behind it imports open_clip and diffusers (~6 s)
 
     print(sweep_status(args.name, storage=args.storage, tracking_uri=args.tracking_uri))
     return 0

@@ -18,6 +18,8 @@ from trainables.config import AdaptConfig
 from trainables.cost import gpu
 from trainables.cost.model import CostReport, estimate
 
+from .errors import SweepError
+
 PACKING_MARGIN = 1.2     # traced peak x this (allocator fragmentation, cuDNN workspaces)
 CONTEXT_GB = 1.0         # per trial: CUDA context, kernels, caching-allocator slack
 
@@ -105,8 +107,7 @@ def resolve_auto_gpu(sweep) -> float | None:
     """`resources.gpu: auto` -> the fraction for this sweep's trials (the sweep's resources are updated in
     place); None when the sweep gives a number. A sweep of CPU trials gets 0. Raises a SweepError naming
     the file and line when a trial cannot fit its `gpu_type`."""
-    from .errors import SweepError
-
+    
     res = sweep.spec.resources
     if res.gpu != "auto":
         return None

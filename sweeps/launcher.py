@@ -23,16 +23,20 @@ import io
 import json
 import os
 import sys
+import copy
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
+from evaluation.table import headline_metrics, log_table, render
 from tracking import (LocalMlflowServer, ROLE_PARENT, ROLE_TAG, default_tracking_dir, finish_run, git_commit,
                       start_parent_run, summarize_children)
 
 from .context import TrialContext, name_axes
 from .cost import resolve_auto_gpu
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
+from .trial import import_entrypoint, run_trial
 
 STATE_FILE = "sweep_state.json"
 DEFAULT_STORAGE = "runs/sweeps"
@@ -87,8 +91,6 @@ def resolve_storage(storage: str | None, spec_storage: str | None = None) -> Pat
 
 def _is_loopback_uri(uri: str) -> bool:
     """A tracking URI only this machine can use: a local store (sqlite:, file:, a path) or a loopback host."""
-    from urllib.parse import urlparse
-
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file", "sqlite"):
         return True
@@ -103,7 +105,7 @@ def _trials_may_leave_this_node(res, nodes: list[dict[str, Any]] | None = None) 
     """(True, why) when trials can run on another machine: live nodes on more than one address, or one
     non-loopback address where no node can hold a trial (an autoscaler will add one, e.g. a head with num-cpus 0).
     Nodes all on 127.0.0.1 are one machine (a loopback head cannot be joined from elsewhere)."""
-    import ray
+    import ray  # late: Ray reads its env when imported; run_sweep sets it first
 
     nodes = [n for n in (ray.nodes() if nodes is None else nodes) if n.get("Alive")]
     addresses = sorted({n["NodeManagerAddress"] for n in nodes})
@@ -155,8 +157,6 @@ def write_state(exp_dir: Path, state: dict[str, Any]) -> None:
 
 def _absolutize_refs(base: dict[str, Any]) -> dict[str, Any]:
     """Embedded runs: relative local model paths that exist from here become absolute (workers agree)."""
-    import copy
-
     base = copy.deepcopy(base)
     for ref in REF_FIELDS:
         value = get_dotted(base, ref)
@@ -170,7 +170,7 @@ def points(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def param_space(sweep: Sweep) -> dict[str, Any]:
-    from ray import tune
+    from ray import tune  # late: Ray reads its env when imported; run_sweep sets it first
 
     search = sweep.spec.search
     if isinstance(search, OptunaSearch):
@@ -194,7 +194,7 @@ def trial_name(trial: Any) -> str:
 
 
 def _reporter(sweep: Sweep):
-    from ray.tune import CLIReporter
+    from ray.tune import CLIReporter  # late: Ray reads its env when imported; run_sweep sets it first
 
     params = {f"point/overrides/{p}": p for p in sweep.varying}
     if isinstance(sweep.spec.search, OptunaSearch):
@@ -208,19 +208,20 @@ def _reporter(sweep: Sweep):
 
 
 def _tune_config(sweep: Sweep):
-    from ray import tune
+    from ray import tune  # late: Ray reads its env when imported; run_sweep sets it first
 
     search = sweep.spec.search
     kwargs: dict[str, Any] = dict(max_concurrent_trials=sweep.spec.max_concurrent_trials,
                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name)
     if isinstance(search, AshaSearch):
-        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.schedulers import ASHAScheduler  # late: Ray reads its env on import (run_sweep)
 
         max_t = search.max_t or max(t.config.train.iterations for t in sweep.trials)
         kwargs["scheduler"] = ASHAScheduler(time_attr="step", metric=search.metric, mode=search.mode,
                                             grace_period=search.grace_period, max_t=max_t,
                                             reduction_factor=search.reduction_factor)
     elif isinstance(search, OptunaSearch):
+        # late: Ray reads its env when imported; run_sweep sets it first
         from ray.tune.search.optuna import OptunaSearch as _Optuna
 
         kwargs["search_alg"] = _Optuna(metric=search.metric, mode=search.mode, seed=search.seed)
@@ -230,7 +231,7 @@ def _tune_config(sweep: Sweep):
 
 def _init_ray(address: str | None, sweep: Sweep) -> bool:
     """Connect or start Ray. Returns True when this process started an embedded instance."""
-    import ray
+    import ray  # late: Ray reads its env when imported; run_sweep sets it first
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -272,8 +273,6 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
         print(f"resources.gpu: auto -> {fraction:g} GPU per trial", file=out)
     spec = sweep.spec
     try:  # the function every trial calls must import here too (same code, same PYTHONPATH as the workers)
-        from .trial import import_entrypoint
-
         import_entrypoint(spec.entrypoint)
     except Exception as exc:
         raise SweepError(f"{sweep.marks.where(('entrypoint',))}: entrypoint {spec.entrypoint!r} cannot be imported "
@@ -284,7 +283,7 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
         # the embedded Ray listens on 127.0.0.1 only (Ray reads this when imported; see platform/local/up)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-    from ray import tune
+    from ray import tune  # late: Ray reads its env when imported; run_sweep sets it first
 
     state = read_state(exp_dir)
     spec_hash = hashlib.sha256(sweep.text.encode()).hexdigest()[:16]
@@ -356,7 +355,7 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
         return 1 if errors else 0
     finally:
         if embedded:
-            import ray
+            import ray  # late: Ray reads its env when imported; run_sweep sets it first
 
             ray.shutdown()
         if server is not None:
@@ -367,8 +366,6 @@ def _summarize_children(uri: str, parent_run_id: str, out) -> None:
     """The trials' headline eval metrics onto the parent run (`eval/<metric>/<run name>`): the MLflow chart view
     shows every trial's result without expanding the sweep run."""
     try:
-        from evaluation.table import headline_metrics
-
         summarize_children(uri, parent_run_id, headline_metrics)
     except Exception as exc:  # the trials' own runs hold every number; only the parent's overview is missing
         print(f"warning: the trials' metrics could not be copied onto the sweep's parent run "
@@ -378,8 +375,6 @@ def _summarize_children(uri: str, parent_run_id: str, out) -> None:
 def _log_comparison_table(experiment: str, uri: str, parent_run_id: str, out) -> None:
     """The paper-style table and comparison figure onto the sweep's parent run, and the table printed."""
     try:
-        from evaluation.table import log_table, render
-
         tables = log_table(experiment, uri)
     except Exception as exc:  # the trials and their metrics are safe in MLflow; only the summary failed
         print(f"warning: the comparison table could not be built ({type(exc).__name__}: {exc}); rebuild it with "
@@ -403,9 +398,7 @@ def _phase_summary(results) -> str:
 
 
 def _fit(sweep: Sweep, ctx: TrialContext, exp_dir: Path, resume: bool):
-    from ray import tune
-
-    from .trial import run_trial
+    from ray import tune  # late: Ray reads its env when imported; run_sweep sets it first
 
     res = sweep.spec.resources
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),

@@ -11,6 +11,7 @@ from pathlib import Path
 from tracking import mlflow_client
 
 from .launcher import experiment_dir, read_state, resolve_storage
+from .spec import load_sweep
 
 SHOW_METRICS = ("step", "perf/it_per_s", "train/grad_norm", "loss/sds_mse", "eval/fid", "eval/clip_score")
 
@@ -18,8 +19,6 @@ SHOW_METRICS = ("step", "perf/it_per_s", "train/grad_norm", "loss/sds_mse", "eva
 def _locate(name: str, storage: str | None) -> tuple[str, Path]:
     """The sweep's folder by the launcher's storage rule (--storage > file > SWEEPS_STORAGE > runs/sweeps)."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        from .spec import load_sweep
-
         sweep = load_sweep(name)
         return sweep.spec.name, experiment_dir(resolve_storage(storage, sweep.spec.storage_path), sweep.spec.name)
     return name, experiment_dir(resolve_storage(storage), name)
@@ -33,7 +32,7 @@ def sweep_status(name: str, storage: str | None = None, tracking_uri: str | None
                            "ran, or give the sweep file)")
     state = read_state(exp_dir)
     try:
-        from ray.tune import ExperimentAnalysis
+        from ray.tune import ExperimentAnalysis  # late: Ray reads its env on import (sweeps/launcher.py)
 
         analysis = ExperimentAnalysis(str(exp_dir))
         trials = analysis.trials

@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from evaluation import evaluate_run
+from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
+                               unit_slug)
 from trainables.config import AdaptConfig, flatten
 from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
 from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
@@ -60,10 +63,6 @@ def _evaluate(ctx: TrialContext, cfg: AdaptConfig, result: Any, out_dir: Path, t
     that cannot run at all records every metric as failed. The training's results stay, and
     `python -m evaluation run --experiment NAME --only-missing` fills in the missing metrics later.
     """
-    from evaluation import evaluate_run
-    from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
-                                   unit_slug)
-
     eval_cfg = ctx.evaluation
     online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks
     try:
@@ -98,7 +97,7 @@ def _evaluate(ctx: TrialContext, cfg: AdaptConfig, result: Any, out_dir: Path, t
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable of every sweep."""
-    from ray import tune
+    from ray import tune  # late: Ray reads its env when imported; sweeps/launcher sets it after importing us
 
     tic_start = time.perf_counter()
 
