@@ -22,7 +22,7 @@ def classify_error(exc: BaseException) -> str:
     RESOURCE_ALREADY_EXISTS, ...). Connection errors and timeouts are transient; a missing local file is
     permanent; anything else is UNKNOWN (retried a bounded number of times by the caller)."""
     import requests   # mlflow's HTTP layer; imported with it (heavy, on first use)
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # late: mlflow (~1.6 s) loads on first use (client.py)
 
     text = str(exc).lower()
     if isinstance(exc, MlflowException):

@@ -43,7 +43,7 @@ def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags:
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
-    from mlflow.entities import RunTag
+    from mlflow.entities import RunTag  # late: mlflow (~1.6 s) loads on first use (client.py)
 
     client = mlflow_client(tracking_uri)
     if tags:
@@ -84,7 +84,7 @@ def summarize_children(tracking_uri: str, parent_run_id: str,
     the parent, as
     `<metric>/<child run name>` (step 0): the chart view of a collapsed parent then shows every trial's
     result. Returns what was logged."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # late: mlflow (~1.6 s) loads on first use (client.py)
 
     client = mlflow_client(tracking_uri)
     parent = retry(lambda: client.get_run(parent_run_id), what="read parent run")

@@ -375,7 +375,7 @@ class RunTracker:
                 self._reject(item, item_exc, "rejected by the server")
 
     def _send(self, run_id: str, op: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param, RunTag  # late: mlflow (~1.6 s) loads on first use (client.py)
 
         client = self.client()
         kind = op["op"]
