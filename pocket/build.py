@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import log
+from trainables.generators.eg3d import build_pocket_eg3d, save_eg3d
+
+from .common import STYLEGAN_PATH, log
 
 STAGES = ["judge", "vae", "pool", "unet", "clip", "stylegan2", "eg3d"]
 CHAINS = [["judge", "stylegan2"], ["vae", "pool", "unet"], ["clip", "eg3d"]]
@@ -23,31 +25,28 @@ POCKET_EG3D = Path(__file__).resolve().parent / "models" / "eg3d" / "pocket-eg3d
 
 def run_stage(name: str) -> None:
     if name == "judge":
-        from .judge import train
+        from .judge import train  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         train()
     elif name == "vae":
-        from .sd import train_vae
+        from .sd import train_vae  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         train_vae()
     elif name == "pool":
-        from .sd import encode_pool
+        from .sd import encode_pool  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         encode_pool()
     elif name == "unet":
-        from .sd import train_unet
+        from .sd import train_unet  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         train_unet()
     elif name == "clip":
-        from .clip import train
+        from .clip import train  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         train()
     elif name == "stylegan2":
-        from .common import STYLEGAN_PATH
-        from .stylegan import train
+        from .stylegan import train  # late: a stage's process loads only its own stack (diffusers ~5 s, open_clip ~4 s)
         train()                       # 5000 x 16 from scratch, then two rounds of 6000 x 32 at lower lrs
         train(steps=6000, batch_size=32, seed=16, lr=1e-3, init_from=STYLEGAN_PATH,   # (added for the FID bar)
               record_as="stylegan2_continued")
         train(steps=6000, batch_size=32, seed=26, lr=5e-4, init_from=STYLEGAN_PATH,
               record_as="stylegan2_continued2")
     elif name == "eg3d":
-        from trainables.generators.eg3d import build_pocket_eg3d, save_eg3d
-
         POCKET_EG3D.parent.mkdir(parents=True, exist_ok=True)
         save_eg3d(build_pocket_eg3d(seed=0), POCKET_EG3D)
         log("eg3d", f"saved {POCKET_EG3D}")

@@ -7,14 +7,20 @@ samples >= 0.95 in-domain and FID (judge features) to a source set <= 2x the FID
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKL
+
+from trainables.generators import load_generator
 
 from . import world as W
-from .common import record, seed_everything, log
+from .clip import load, zero_shot
+from .common import SD_DIR, STYLEGAN_PATH, record, seed_everything, log
+from .judge import accuracy, load_judge
+from .metrics import accuracy_of, in_domain, judge_feature_array, judge_fid
+from .refs import REF_SEED
+from .sd import load_pipeline, sample, vae_quality
 
 
 def check_judge() -> dict:
-    from .judge import accuracy, load_judge
-
     j = load_judge()
     out = {"with_hard_negatives": accuracy(j, hard_negatives=0.25), "clean_world": accuracy(j, hard_negatives=0.0)}
     record("judge", check=out)
@@ -22,8 +28,6 @@ def check_judge() -> dict:
 
 
 def check_clip() -> dict:
-    from .clip import load, zero_shot
-
     m, tok = load()
     out = zero_shot(m, tok)
     record("clip", check_zero_shot=out)
@@ -31,12 +35,6 @@ def check_clip() -> dict:
 
 
 def check_vae() -> dict:
-    from diffusers import AutoencoderKL
-
-    from .common import SD_DIR
-    from .judge import load_judge
-    from .sd import vae_quality
-
     vae = AutoencoderKL.from_pretrained(SD_DIR, subfolder="vae").eval()
     out = vae_quality(vae, load_judge())
     record("vae", check=out)
@@ -44,10 +42,6 @@ def check_vae() -> dict:
 
 
 def check_sd(n: int = 32, cfgs=(3.0, 7.5), prompts=None) -> dict:
-    from .metrics import accuracy_of
-    from .judge import load_judge
-    from .sd import load_pipeline, sample
-
     pipe = load_pipeline()
     j = load_judge()
     prompts = prompts or [p.text for p in W.CATALOGUE]
@@ -63,13 +57,6 @@ def check_sd(n: int = 32, cfgs=(3.0, 7.5), prompts=None) -> dict:
 
 
 def check_stylegan(n: int = 2000) -> dict:
-    from trainables.generators import load_generator
-
-    from .common import STYLEGAN_PATH
-    from .judge import load_judge
-    from .metrics import in_domain, judge_feature_array, judge_fid
-    from .refs import REF_SEED
-
     g = load_generator(STYLEGAN_PATH)
     j = load_judge()
     z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(777))

@@ -10,11 +10,14 @@ import json
 import random
 from pathlib import Path
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from . import world as W
 from .common import CLIP_CONFIG, CLIP_DIR, CLIP_NAME, CLIP_WEIGHTS, log, optimizer_step, record, seed_everything, timer
+from .judge import augment
 
 CONFIG = {
     "embed_dim": 64,
@@ -37,8 +40,6 @@ def write_config(path: Path = CLIP_CONFIG) -> None:
 
 def create(pretrained: str | None = None):
     """The model through open_clip's own factory (registers the pocket config first)."""
-    import open_clip
-
     if not CLIP_CONFIG.exists():
         write_config()
     open_clip.add_model_config(str(CLIP_DIR))
@@ -60,8 +61,7 @@ def normalise(x01: torch.Tensor) -> torch.Tensor:
 
 def train(steps: int = 1500, batch_size: int = 64, seed: int = 5, lr: float = 2e-3, out: Path = CLIP_WEIGHTS,
           eval_n: int = 1024):
-    from .judge import augment
-    from .sd import tokenizer as sd_tokenizer, world_vocabulary_ids
+    from .sd import tokenizer as sd_tokenizer, world_vocabulary_ids  # late: pocket.sd imports diffusers (~5 s)
 
     seed_everything(seed)
     write_config()
@@ -107,8 +107,6 @@ def train(steps: int = 1500, batch_size: int = 64, seed: int = 5, lr: float = 2e
 
 
 def save(model, path: Path = CLIP_WEIGHTS) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 

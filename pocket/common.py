@@ -1,6 +1,7 @@
 """Shared helpers of the pocket build: paths, reproducibility, the build record."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -37,8 +38,6 @@ def seed_everything(seed: int, threads: int = THREADS) -> None:
 def record(stage: str, rows: list | None = None, fresh_rows: bool = False, **info) -> None:
     """Merge one stage's numbers into models/build.json (what docs/pocket.md quotes); `rows` are appended to
     the stage's list of rows (started anew with fresh_rows), inside the lock, so parallel probes keep all."""
-    import fcntl
-
     MODELS.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".build.lock", "w") as lock:        # stages run in parallel processes

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from sweeps.spec import MissingModelError, SweepError, load_sweep
 from tracking import PARENT_RUN_TAG, default_tracking_dir, experiment_runs, mlflow_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage", default=None, help="default: runs/demo/<timestamp> (a fresh folder per run)")
     args = ap.parse_args(argv)
 
-    from sweeps.launcher import run_sweep
-    from sweeps.spec import MissingModelError, SweepError
+    from sweeps.launcher import run_sweep  # late: a CLI error answers without the cost model behind it (~6 s)
 
     storage = args.storage or str(REPO / "runs" / "demo" / time.strftime("%Y%m%d-%H%M%S"))
     print(f"demo: running {args.sweep} (pocket models, local Ray, local MLflow store); trial outputs in {storage}")
@@ -41,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - tic) / 60
-    from sweeps.spec import load_sweep
-
     name = load_sweep(args.sweep).spec.name
     store = Path(default_tracking_dir())
     client = mlflow_client(f"sqlite:///{store / 'mlflow.db'}")

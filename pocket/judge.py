@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from . import world as W
 from .common import JUDGE_DIR, log, optimizer_step, record, seed_everything, timer
@@ -60,8 +61,6 @@ class Judge(nn.Module):
 
 
 def load_judge(path: str | Path = JUDGE_DIR) -> Judge:
-    from safetensors.torch import load_file
-
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
     j = Judge(width=cfg["width"])
@@ -128,8 +127,6 @@ def train(out_dir: Path = JUDGE_DIR, steps: int = 1200, batch_size: int = 96, se
 
 
 def save(judge: Judge, out_dir: Path) -> None:
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(out_dir / "model.safetensors"))

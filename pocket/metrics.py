@@ -29,8 +29,13 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from evaluation.fid import ReferenceStats, fid_from_features
+from evaluation.sampling import list_images, load_images
+
+from . import refs
 from . import world as W
 from .common import JUDGE_DIR
 from .judge import HEADS, load_judge
@@ -65,8 +70,6 @@ def judge_images(x01: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def load_folder(folder: Path) -> torch.Tensor:
-    from evaluation.sampling import list_images, load_images
-
     return load_images(list_images(folder))
 
 
@@ -133,10 +136,6 @@ def in_domain(pred: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def judge_fid(f1, f2) -> float:
     """FID between two judge-feature arrays (evaluation's clean-fid Frechet distance; f2 is the reference)."""
-    import numpy as np
-
-    from evaluation.fid import ReferenceStats, fid_from_features
-
     return fid_from_features(f1, ReferenceStats(f2.mean(axis=0), np.cov(f2, rowvar=False), f2, "judge features"))
 
 
@@ -150,11 +149,9 @@ def judge_feature_array(x01: torch.Tensor):
 
 def ground_truth_fid(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge-feature FID to the prompt's ground truth and to the source domain."""
-    from .refs import reference_dir
-
     feats = judge_feature_array(load_folder(ctx.samples_dir))
-    target = judge_feature_array(load_folder(reference_dir(ctx.prompt)))
-    source = judge_feature_array(load_folder(reference_dir(None)))
+    target = judge_feature_array(load_folder(refs.reference_dir(ctx.prompt)))
+    source = judge_feature_array(load_folder(refs.reference_dir(None)))
     return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
 
 

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import torch
 
+from trainables.config import AdaptConfig
 from trainables.config_io import set_dotted
+from trainables.generators import load_generator
+from trainables.loop import adapt
 
 from . import world as W
 from .common import CLIP_CONFIG, CLIP_WEIGHTS, SD_DIR, STYLEGAN_PATH, log, record
+from .metrics import accuracy_of, in_domain, judge_images, preservation_of
 
 PROBE_SAMPLES = 256
 
@@ -42,10 +46,6 @@ def base_config(method: str, prompt: str, out: Path, iterations: int, **over) ->
 @torch.no_grad()
 def judge_generator(path: str | Path, prompt: str, n: int = PROBE_SAMPLES, seed: int = 99) -> dict[str, float]:
     """Prompt accuracy and preservation of an adapted generator against the frozen pocket-StyleGAN2."""
-    from trainables.generators import load_generator
-
-    from .metrics import accuracy_of, in_domain, judge_images, preservation_of
-
     g = load_generator(path)
     g0 = load_generator(STYLEGAN_PATH)
     z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
@@ -60,9 +60,6 @@ def judge_generator(path: str | Path, prompt: str, n: int = PROBE_SAMPLES, seed:
 
 
 def run_one(method: str, prompt: str, iterations: int, **over) -> dict:
-    from trainables.config import AdaptConfig
-    from trainables.loop import adapt
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = AdaptConfig.model_validate(base_config(method, prompt, Path(tmp), iterations, **over))
         t0 = time.time()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import world as W
 from .common import CACHE
@@ -26,8 +27,6 @@ def slug(prompt: str | None) -> str:
 
 
 def save_folder(x01: torch.Tensor, out: Path) -> Path:
-    from PIL import Image
-
     out.mkdir(parents=True, exist_ok=True)
     arr = (x01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i, a in enumerate(arr):

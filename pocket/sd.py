@@ -10,13 +10,20 @@ Saved with `StableDiffusionPipeline.save_pretrained`, so it loads by the code pa
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from trainables.guidance.tokenizer import build_clip_tokenizer
 
 from . import world as W
 from .common import CACHE, SD_DIR, log, optimizer_step, record, seed_everything, timer
+from .judge import load_judge
 
 LATENT_RES = 8
 POOL_SIZE = 24576
@@ -42,8 +49,6 @@ def unet_config() -> dict:
 
 
 def text_config():
-    from transformers import CLIPTextConfig
-
     return CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                           num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
                           projection_dim=64, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
@@ -56,16 +61,12 @@ def scheduler():
     without it defaults to clip_sample=True and clips the predicted x0 LATENT to [-1, 1]; pocket latents
     (unit variance, per-image channel means up to ~1 from the background) then decode grey with muddled
     colours (measured: judge accuracy 0.0 on "a red circle" and "... black background" before the fix)."""
-    from diffusers import PNDMScheduler
-
     return PNDMScheduler.from_config(dict(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, clip_sample=False))
 
 
 def tokenizer(save_dir: Path | None = None):
-    from trainables.guidance.tokenizer import build_clip_tokenizer
-
     return build_clip_tokenizer(save_dir)
 
 
@@ -100,10 +101,6 @@ def recon_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def train_vae(steps: int = 3000, batch_size: int = 32, seed: int = 2, lr: float = 2e-3, kl_weight: float = 1e-6,
               feat_weight: float = 0.0, out_dir: Path | None = None, logvar_init: float = -6.0,
               config: dict | None = None):
-    from diffusers import AutoencoderKL
-
-    from .judge import load_judge
-
     seed_everything(seed)
     vae = AutoencoderKL(**(config or vae_config()))
     with torch.no_grad():   # start with a narrow posterior: at logvar 0 the sampled latents drown the signal
@@ -151,8 +148,6 @@ def vae_quality(vae, judge, n: int = 1024, seed: int = 20_000_000) -> dict:
 
 # ---- stage 2: latent pool --------------------------------------------------------------------------------
 def encode_pool(n: int = POOL_SIZE, seed: int = 3, vae_dir: Path | None = None, out: Path | None = None) -> Path:
-    from diffusers import AutoencoderKL
-
     seed_everything(seed)
     vae = AutoencoderKL.from_pretrained(vae_dir or CACHE / "vae").eval()
     a = W.sample_world(n, seed)
@@ -178,9 +173,6 @@ def encode_pool(n: int = POOL_SIZE, seed: int = 3, vae_dir: Path | None = None, 
 # ---- stage 3: UNet + text encoder --------------------------------------------------------------------------
 def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float = 1e-3, out_dir: Path = SD_DIR,
                pool_path: Path | None = None, vae_dir: Path | None = None):
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     seed_everything(seed)
     pool = torch.load(pool_path or CACHE / "latent_pool.pt", weights_only=False)
     mean, std, attrs, scaling = pool["mean"], pool["std"], pool["attrs"], pool["scaling_factor"]
@@ -243,15 +235,11 @@ def train_unet(steps: int = 4000, batch_size: int = 64, seed: int = 4, lr: float
 
 
 def t_since(t: dict) -> float:
-    import time
-
     return time.time() - t["start"]
 
 
 # ---- loading and sampling --------------------------------------------------------------------------------
 def load_pipeline(path: Path = SD_DIR, scheduler_name: str = "ddim"):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
     pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, feature_extractor=None,
                                                    requires_safety_checker=False)
     if scheduler_name == "ddim":

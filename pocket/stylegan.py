@@ -16,9 +16,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy.special import betaincinv
+
+from trainables.generators import StyleGAN2, StyleGAN2Config, load_generator, save_rosinality
 
 from . import world as W
-from .common import STYLEGAN_PATH, log, optimizer_step, record, seed_everything, timer
+from .common import JUDGE_DIR, STYLEGAN_PATH, log, optimizer_step, record, seed_everything, timer
+from .judge import load_judge
 
 STYLE_DIM = 32
 N_MLP = 4
@@ -27,8 +31,6 @@ TORGB_INIT_SCALE = 0.1       # smaller initial ToRGB weights: start near a flat 
 
 
 def config():
-    from trainables.generators import StyleGAN2Config
-
     return StyleGAN2Config(size=W.RES, style_dim=STYLE_DIM, n_mlp=N_MLP, channels=dict(CHANNELS))
 
 
@@ -43,8 +45,6 @@ RAMP_SLOPE = 500.0
 
 def _thresholds(n: int, d: int) -> list[float]:
     """Values of the normalised coordinate zn = z sqrt(D)/||z|| at which u crosses k/n (k = 1..n-1)."""
-    from scipy.special import betaincinv
-
     a = (d - 1) / 2
     return [math.sqrt(d) * (2 * float(betaincinv(a, a, k / n)) - 1) for k in range(1, n)]
 
@@ -125,11 +125,6 @@ def mapping_code_accuracy(g, n: int = 4096, seed: int = 7) -> float:
 
 def train(steps: int = 5000, batch_size: int = 16, seed: int = 6, lr: float = 2e-3, feat_weight: float = 0.0,
           out: Path = STYLEGAN_PATH, init_from: Path | None = None, record_as: str = "stylegan2"):
-    from trainables.generators import StyleGAN2, load_generator, save_rosinality
-
-    from .common import JUDGE_DIR
-    from .judge import load_judge
-
     seed_everything(seed)
     g = StyleGAN2(config()) if init_from is None else load_generator(init_from)   # continue a previous stage
     set_mapping(g)

@@ -16,8 +16,16 @@ or two attributes changed, long = three or more, as in the catalogue); a prompt 
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
+from evaluation.table import runs_dataframe
+from tracking import default_tracking_uri
+from trainables.generators import load_generator
+
+from . import refs
 from . import world as W
+from .common import STYLEGAN_PATH
+from .metrics import accuracy_of, judge_feature_array, judge_fid, judge_images, load_folder
 from .prompts import PromptError, resolve
 
 METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
@@ -29,9 +37,6 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> pd.DataFrame:
-    from evaluation.table import runs_dataframe
-    from tracking import default_tracking_uri
-
     runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri())   # where sweeps log by default
     if runs.empty:
         raise SystemExit(f"experiment {experiment!r} has no trial runs; run `python -m sweeps run "
@@ -81,21 +86,13 @@ def by_kind(runs: pd.DataFrame) -> str:
 
 def frozen_baseline(prompts, n: int = 512, seed: int = 0) -> dict[str, tuple[float, float]]:
     """(prompt accuracy, FID to the prompt's ground truth) of the unadapted pocket-StyleGAN2's samples."""
-    import torch
-
-    from trainables.generators import load_generator
-
-    from .common import STYLEGAN_PATH
-    from .metrics import accuracy_of, judge_feature_array, judge_fid, judge_images, load_folder
-    from .refs import reference_dir
-
     g = load_generator(STYLEGAN_PATH)
     z = torch.randn(n, g.cfg.style_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         x01 = (g(z, noise_mode="const").clamp(-1, 1) + 1) / 2
     pred, feats = judge_images(x01), judge_feature_array(x01)
     return {p: (accuracy_of(pred, p)["pocket/prompt_accuracy"],
-                judge_fid(feats, judge_feature_array(load_folder(reference_dir(p)))))
+                judge_fid(feats, judge_feature_array(load_folder(refs.reference_dir(p)))))
             for p in prompts if prompt_kind(p) != "other"}   # the judge scores prompts the world can render
 
 

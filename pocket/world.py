@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, fields, replace
 
 import torch
+from scipy.special import betainc
 
 RES = 32                      # output resolution (pixels)
 SUPERSAMPLE = 4               # anti-aliasing: render at RES * SUPERSAMPLE and average-pool
@@ -132,8 +133,6 @@ def z_to_uniform(z: torch.Tensor) -> torch.Tensor:
     function of the direction. x = z_i / ||z|| of an isotropic z has (x + 1) / 2 ~ Beta((D-1)/2, (D-1)/2),
     so u_i = that Beta CDF is exactly uniform (weakly dependent across i; nearly independent for D >= 32).
     """
-    from scipy.special import betainc
-
     d = z.shape[1]
     x = (z[:, :U_DIM].double() / z.double().norm(dim=1, keepdim=True)).clamp(-1, 1)
     u = betainc((d - 1) / 2, (d - 1) / 2, ((x + 1) / 2).numpy())
