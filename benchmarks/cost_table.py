@@ -17,6 +17,7 @@ import os
 import warnings
 
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from trainables.config_io import load_config
@@ -34,8 +35,6 @@ ENGINES = {"reference fp32": ["guidance.engine=reference", "train.recompute_gene
 
 def _units() -> dict[str, int]:
     """FLOPs of each unit at batch 1 (fp32; FLOPs do not depend on precision)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     out = {}
     with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True), _default_dtype(torch.float32):
         warnings.simplefilter("ignore")

@@ -16,6 +16,7 @@ import time
 import warnings
 
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from trainables.config_io import load_config
 from trainables.cost.model import SD1_UNET, SD1_VAE, _default_dtype, estimate
@@ -33,8 +34,6 @@ REGS = {"none": [], "directional": ["reg.directional.weight=1"]}
 
 
 def _measure(cfg, device: torch.device, tiny: bool, steps: int) -> tuple[float, float]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     g = cfg.guidance
     dtype = torch.float32 if g.engine == "reference" else DTYPES[g.precision]
     with _default_dtype(dtype):

@@ -28,10 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
+from trainables import testing  # noqa: E402
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig  # noqa: E402
 from trainables.guidance.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod  # noqa: E402
 from trainables.guidance.fusion import FusionGuidance  # noqa: E402
+from trainables.guidance.tokenizer import build_clip_tokenizer  # noqa: E402
 
 REGS = {
     "none": {},
@@ -42,8 +46,6 @@ REGS = {
 
 def sd_configs(kind: str):
     """(unet kwargs, vae kwargs, text-config kwargs, image_size) for 'tiny' or 'full'."""
-    from trainables import testing
-
     if kind == "tiny":
         return testing.tiny_unet_config(), testing.tiny_vae_config(), testing.tiny_text_config(), 16
     unet = dict(  # CompVis/stable-diffusion-v1-4 unet/config.json
@@ -63,11 +65,6 @@ def sd_configs(kind: str):
 
 
 def build_nets(kind: str, device):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from trainables.guidance.tokenizer import build_clip_tokenizer
-
     unet_kw, vae_kw, text_kw, size = sd_configs(kind)
     torch.manual_seed(0)
     with torch.device(device):   # random init directly on the device (860 M UNet parameters for 'full')
