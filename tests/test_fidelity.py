@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from conftest import tiny_adapt_dict
+from sd_reference import IMG, encode, eps_cfg, rms_normalize, vae_input
 from trainables.config import AdaptConfig, DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
 from trainables.generators import load_generator, save_rosinality
@@ -26,7 +29,7 @@ from sweeps.spec import load_sweep
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-B, SIZE, IMG = 2, 24, 16
+B, SIZE = 2, 24     # generator output 24x24; the tiny VAE takes IMG=16 (sd_reference)
 PROMPT = "a red square"
 REL = 2e-4       # fp32 engine vs float64 reference, relative to max |reference| (measured spread ~1e-6)
 
@@ -44,9 +47,6 @@ def model(sd_dir):
 @pytest.fixture(scope="module")
 def raw64(sd_dir):
     """The tiny SD's raw modules in float64, loaded without trainables.guidance."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     tok = CLIPTokenizer.from_pretrained(sd_dir / "tokenizer")
     te = CLIPTextModel.from_pretrained(sd_dir / "text_encoder").eval()
 
@@ -66,27 +66,6 @@ def raw64(sd_dir):
 # ---- independent pieces (float64) ----------------------------------------------------------------------
 def _gen(w):          # stand-in generator: values inside (-1, 1), so the VAE-input clamp never bites
     return 0.9 * torch.tanh(w)
-
-
-def _prep(x):
-    return F.interpolate(x, size=(IMG, IMG), mode="bilinear", align_corners=False).clamp(-1, 1)
-
-
-def _enc(raw, x):
-    return raw["vae"].encode(x).latent_dist.mode() * 0.18215
-
-
-def _eps_cfg(raw, z_t, t, s):
-    n = z_t.shape[0]
-    with torch.no_grad():
-        tt = torch.full((n,), t, dtype=torch.long)
-        e_u = raw["unet"](z_t, tt, encoder_hidden_states=raw["uncond"].expand(n, -1, -1)).sample
-        e_c = raw["unet"](z_t, tt, encoder_hidden_states=raw["cond"].expand(n, -1, -1)).sample
-    return e_u + s * (e_c - e_u)
-
-
-def _resc(v):
-    return v * (v[0].numel() ** 0.5) / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
 
 def _images(seed=0):
@@ -116,26 +95,26 @@ def _expected(raw, w0, x_frozen, t, s, seed=1, sds_scale=1.0, sds_rescale=False,
     """dL/dW in float64 from the paper's formulas: SDS (eq. 4) + directional (eq. 6) + LPIPS (eq. 8), no clamps.
     The random draws follow the engines' order: eps (SDS) first, then eps2 (the regularizer's own)."""
     w = w0.double().clone().requires_grad_(True)
-    x = _prep(_gen(w))
-    z = _enc(raw, x)
+    x = vae_input(_gen(w))
+    z = encode(raw, x)
     rng = torch.Generator().manual_seed(seed)
     eps = torch.randn(z.shape, generator=rng).double()
     a = raw["alphas"][t]
     z_t = a.sqrt() * z.detach() + (1 - a).sqrt() * eps
-    e_hat = _eps_cfg(raw, z_t, t, s)
-    diff = (_resc(e_hat) - _resc(eps)) if sds_rescale else (e_hat - eps)
+    e_hat = eps_cfg(raw, z_t, t, s)
+    diff = (rms_normalize(e_hat) - rms_normalize(eps)) if sds_rescale else (e_hat - eps)
     g_z = (1 - a) * diff * sds_scale
     if dir_weight:
         eps2 = torch.randn(z.shape, generator=rng).double()
-        z_o = _enc(raw, _prep(x_frozen.double()))
-        e_c = _eps_cfg(raw, a.sqrt() * z.detach() + (1 - a).sqrt() * eps2, t, s)
-        e_o = _eps_cfg(raw, a.sqrt() * z_o + (1 - a).sqrt() * eps2, t, s)
+        z_o = encode(raw, vae_input(x_frozen.double()))
+        e_c = eps_cfg(raw, a.sqrt() * z.detach() + (1 - a).sqrt() * eps2, t, s)
+        e_o = eps_cfg(raw, a.sqrt() * z_o + (1 - a).sqrt() * eps2, t, s)
         if dir_rescale:
-            e_c, e_o = _resc(e_c), _resc(e_o)
+            e_c, e_o = rms_normalize(e_c), rms_normalize(e_o)
         g_z = g_z + (1 - a) * (e_c - e_o) * dir_weight * sds_scale
     (g_w,) = torch.autograd.grad(z, w, g_z, retain_graph=True)
     if lpips_factor:
-        (g_l,) = torch.autograd.grad(lpips_fn(_prep(x_frozen.double()), x).mean() * lpips_factor, w)
+        (g_l,) = torch.autograd.grad(lpips_fn(vae_input(x_frozen.double()), x).mean() * lpips_factor, w)
         g_w = g_w + g_l
     return g_w
 
@@ -200,7 +179,7 @@ def test_eg3d_lpips_is_20x_lpips(sd_dir, model, raw64, engine):
     g_on, m = _guide_grad(on, w0, xf, t=200)
     g_off, _ = _guide_grad(off, w0, xf, t=200)
     w = w0.double().clone().requires_grad_(True)
-    (lp(_prep(xf.double()), _prep(_gen(w))).mean() * 20.0).backward()
+    (lp(vae_input(xf.double()), vae_input(_gen(w))).mean() * 20.0).backward()
     _close(g_on - g_off, w.grad, rel=1e-4)
     assert m["reg/lpips_scaled"] == pytest.approx(20.0 * m["loss/lpips"], rel=1e-5)
 

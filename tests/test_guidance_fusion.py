@@ -23,9 +23,10 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.guidance.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
+from sd_reference import IMG, encode, eps_cfg, rms_normalize, vae_input
 from trainables.testing import build_tiny_sd, build_tiny_text_encoder
 
-B, SIZE, IMG = 2, 24, 16          # generator output 24x24 resized to the tiny VAE's 16x16 (latents 8x8)
+B, SIZE = 2, 24                   # generator output 24x24 resized to the tiny VAE's IMG=16 (latents 8x8)
 PROMPT, NEG = "a red square", ""
 U32 = 2.0 ** -24                  # fp32 unit roundoff
 ROUNDING_DRAWS = 2                # draws of the fp32 rounding model per reference (the estimate is their max)
@@ -147,28 +148,6 @@ def _guide(sd_dir, reg=None, lpips=None, model=None, **kw):
     return g
 
 
-# ---- independent pieces -------------------------------------------------------------------------------
-def _prep(x):  # generator output -> VAE input (bilinear resize, clamp)
-    return F.interpolate(x, size=(IMG, IMG), mode="bilinear", align_corners=False).clamp(-1, 1)
-
-
-def _enc(raw, x):
-    return raw["vae"].encode(x).latent_dist.mode() * 0.18215
-
-
-def _eps_cfg(raw, z_t, t, s):
-    n = z_t.shape[0]
-    with torch.no_grad():
-        tt = torch.full((n,), t, dtype=torch.long)
-        e_u = raw["unet"](z_t, tt, encoder_hidden_states=raw["uncond"].expand(n, -1, -1)).sample
-        e_c = raw["unet"](z_t, tt, encoder_hidden_states=raw["cond"].expand(n, -1, -1)).sample
-    return e_u + s * (e_c - e_u)
-
-
-def _resc(v):  # x * sqrt(C*H*W) / ||x||, per sample
-    return v * (v[0].numel() ** 0.5) / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-
-
 @dataclass
 class Expected:
     grad: torch.Tensor         # dL/dW
@@ -182,15 +161,15 @@ def _expected(raw, w0, x_frozen, t, s, seed=1, latent_clamp=None, quantile=None,
     formulas, in the dtype of `raw`'s modules. Noise is drawn in fp32 (as the engines draw it) and cast."""
     dt = raw["alphas"].dtype
     w = w0.to(dt).clone().requires_grad_(True)
-    x = _prep(1.1 * torch.tanh(w))
-    z = _enc(raw, x)
+    x = vae_input(1.1 * torch.tanh(w))
+    z = encode(raw, x)
     rng = torch.Generator().manual_seed(seed)
     eps = torch.randn(z.shape, generator=rng).to(dt)
     a = raw["alphas"][t]
     z_t = a.sqrt() * z.detach() + (1 - a).sqrt() * eps                     # eq. (2)
     wt = (1 - a) if weighting == "sds" else 1.0
-    e_hat = _eps_cfg(raw, z_t, t, s)                                         # eq. (3)
-    g_z0 = wt * ((_resc(e_hat) - _resc(eps)) if rescale else (e_hat - eps))  # eq. (4)
+    e_hat = eps_cfg(raw, z_t, t, s)                                         # eq. (3)
+    g_z0 = wt * ((rms_normalize(e_hat) - rms_normalize(eps)) if rescale else (e_hat - eps))  # eq. (4)
 
     def clamp(g):
         return g if latent_clamp is None else g.clamp(-latent_clamp, latent_clamp)
@@ -200,22 +179,22 @@ def _expected(raw, w0, x_frozen, t, s, seed=1, latent_clamp=None, quantile=None,
         q = torch.stack([torch.quantile(g.abs().flatten(), quantile) for g in g_x])[:, None, None, None]
         g_x = torch.where(g_x > q, q, torch.where(g_x < -q, -q, g_x))
     if recon_weight or dir_weight:
-        z_o = _enc(raw, _prep(x_frozen.to(dt))).detach()
+        z_o = encode(raw, vae_input(x_frozen.to(dt))).detach()
         eps2 = torch.randn(z.shape, generator=rng).to(dt)                    # the regularizer's own new eps
         zt2 = a.sqrt() * z.detach() + (1 - a).sqrt() * eps2
-        e = _eps_cfg(raw, zt2, t, s)
+        e = eps_cfg(raw, zt2, t, s)
         g_reg = torch.zeros_like(e)
         if dir_weight:                                                       # eq. (6): same t, same eps2
-            e_o = _eps_cfg(raw, a.sqrt() * z_o + (1 - a).sqrt() * eps2, t, s)
-            d = (_resc(e) - _resc(e_o)) if dir_rescale else (e - e_o)
+            e_o = eps_cfg(raw, a.sqrt() * z_o + (1 - a).sqrt() * eps2, t, s)
+            d = (rms_normalize(e) - rms_normalize(e_o)) if dir_rescale else (e - e_o)
             g_reg = g_reg + clamp((1 - a) * d * dir_weight)
         if recon_weight:                                                     # eq. (7)
             x0 = (zt2 - (1 - a).sqrt() * e) / a.sqrt()
             g_e = 2.0 / x0.numel() * (x0 - z_o) * (-(1 - a).sqrt() / a.sqrt())   # d mean((x0 - z_o)^2) / d e
-            g_reg = g_reg + clamp((1 - a) * (_resc(e) - _resc(g_e)) * recon_weight)
+            g_reg = g_reg + clamp((1 - a) * (rms_normalize(e) - rms_normalize(g_e)) * recon_weight)
         g_x = g_x + torch.autograd.grad(z, x, g_reg, retain_graph=True)[0]
     if lpips is not None:                                                    # eq. (8)
-        loss = lpips(_prep(x_frozen.to(dt)), x, normalize=False).mean() * lpips_factor
+        loss = lpips(vae_input(x_frozen.to(dt)), x, normalize=False).mean() * lpips_factor
         g_x = g_x + torch.autograd.grad(loss, x, retain_graph=True)[0]
     x.backward(g_x)
     return Expected(w.grad.clone(), g_z0.detach())
@@ -434,7 +413,7 @@ def test_encode_uses_mode_and_vae_scaling(sd_dir, raw):
     assert m.scaling_factor == pytest.approx(0.18215)
     x = torch.rand(1, 3, SIZE, SIZE) * 2.4 - 1.2
     with torch.no_grad():
-        torch.testing.assert_close(m.encode(m.prepare_images(x)), _enc(raw, _prep(x)))
+        torch.testing.assert_close(m.encode(m.prepare_images(x)), encode(raw, vae_input(x)))
 
 
 def test_timesteps_are_inclusive_and_seeded(sd_dir):
