@@ -212,7 +212,8 @@ def _tune_config(sweep: Sweep):
 
     search = sweep.spec.search
     kwargs: dict[str, Any] = dict(max_concurrent_trials=sweep.spec.max_concurrent_trials,
-                                  trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+                                  trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                                  reuse_actors=sweep.spec.reuse_workers)
     if isinstance(search, AshaSearch):
         from ray.tune.schedulers import ASHAScheduler  # late: Ray reads its env on import (run_sweep)
 

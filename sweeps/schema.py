@@ -89,6 +89,9 @@ class SweepSpec(_Strict):
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, ge=1)
+    # run later trials in the worker process of a finished one (Tune's reuse_actors): no process start-up and no
+    # re-import of torch/diffusers/open_clip per trial (the bulk of a short trial's overhead)
+    reuse_workers: bool = True
     retries: int = Field(0, ge=0)
     storage_path: str = "runs/sweeps"
     tracking_uri: str | None = None
