@@ -73,6 +73,35 @@ def load_folder(folder: Path) -> torch.Tensor:
     return load_images(list_images(folder))
 
 
+def _folder_key(folder: Path) -> tuple:
+    """A folder's identity for the caches below: its path, its PNGs and their modification times (a folder
+    rewritten in place gets a new key)."""
+    paths = list_images(folder)
+    return (str(Path(folder).resolve()), len(paths), max((q.stat().st_mtime_ns for q in paths), default=0))
+
+
+# A trial's three plugins read the same sample folder, and every trial of a sweep reads the same source samples
+# and reference sets; with the sweep's reused workers these caches make each read once per process.
+@lru_cache(maxsize=8)
+def _cached_predictions(key: tuple) -> dict[str, torch.Tensor]:
+    return judge_images(load_folder(Path(key[0])))
+
+
+@lru_cache(maxsize=8)
+def _cached_features(key: tuple):
+    return judge_feature_array(load_folder(Path(key[0])))
+
+
+def folder_predictions(folder: Path) -> dict[str, torch.Tensor]:
+    """Judge predictions of a folder's PNGs (cached per folder content)."""
+    return _cached_predictions(_folder_key(folder))
+
+
+def folder_features(folder: Path):
+    """Judge features of a folder's PNGs as float64 numpy (cached per folder content)."""
+    return _cached_features(_folder_key(folder))
+
+
 def accuracy_of(pred: dict[str, torch.Tensor], prompt: str) -> dict[str, float]:
     """Per-attribute and all-attribute agreement of judge predictions with a prompt's (parsed) spec."""
     spec = resolve(prompt).spec
@@ -119,13 +148,13 @@ def check_pocket_prompts(prompts) -> None:
 
 def prompt_accuracy(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge accuracy of the run's prompt on its samples."""
-    return accuracy_of(judge_images(load_folder(ctx.samples_dir)), ctx.prompt)
+    return accuracy_of(folder_predictions(ctx.samples_dir), ctx.prompt)
 
 
 def attribute_preservation(ctx) -> dict[str, float]:
     """extra_metrics plugin: non-prompted attributes kept from G_frozen(w) to G_train(w)."""
-    new = judge_images(load_folder(ctx.samples_dir))
-    src = judge_images(load_folder(ctx.source_samples_dir()))
+    new = folder_predictions(ctx.samples_dir)
+    src = folder_predictions(ctx.source_samples_dir())
     return preservation_of(src, new, ctx.prompt)
 
 
@@ -149,9 +178,9 @@ def judge_feature_array(x01: torch.Tensor):
 
 def ground_truth_fid(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge-feature FID to the prompt's ground truth and to the source domain."""
-    feats = judge_feature_array(load_folder(ctx.samples_dir))
-    target = judge_feature_array(load_folder(refs.reference_dir(ctx.prompt)))
-    source = judge_feature_array(load_folder(refs.reference_dir(None)))
+    feats = folder_features(ctx.samples_dir)
+    target = folder_features(refs.reference_dir(ctx.prompt))
+    source = folder_features(refs.reference_dir(None))
     return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
 
 
