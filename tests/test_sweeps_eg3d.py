@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, tiny_adapt_dict
+from conftest import tiny_adapt_dict
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from tracking import (LocalMlflowServer, RunTracker, start_parent_run, truncate_params, wait_healthy)
+from tracking import (LocalMlflowServer, RunTracker, start_parent_run, truncate_params)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -28,7 +28,7 @@ from typing import Any
 from .client import mlflow_client
 from .conventions import (MAX_TAG_LEN, METRICS_PER_BATCH, PARAMS_PER_BATCH, PARENT_RUN_TAG, clip_tags,
                           ensure_experiment, truncate_params)
-from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
+from .errors import TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
 from .store import sqlite_artifact_location
 
 log = logging.getLogger(__name__)
