@@ -41,7 +41,7 @@ def _measure(cfg, device: torch.device, tiny: bool, steps: int) -> tuple[float, 
         vae = AutoencoderKL.from_config(tiny_vae_config() if tiny else SD1_VAE)
     model = FrozenDiffusion(vae, unet, None, None, sd_alphas_cumprod(), device=device, dtype=dtype,
                             image_size=g.image_size, fast=g.engine == "fast")
-    for text in (cfg.prompt, g.negative_prompt):
+    for text in FusionGuidance.texts(g, cfg.prompt, cfg.source_prompt):
         model.set_embedding(text, torch.zeros(1, 77, unet.config.cross_attention_dim, dtype=dtype, device=device))
     guide = FusionGuidance(g, cfg.reg, device, model=model)
     guide.prepare(cfg.prompt, cfg.source_prompt)

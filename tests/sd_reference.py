@@ -6,11 +6,14 @@ dict holds them (both test files pass float64 modules): `raw` = {"vae", "unet", 
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
 IMG = 16            # the tiny VAE's input size (latents 8x8)
 SD_LATENT_SCALE = 0.18215   # SD 1.x VAE scaling factor
+U32 = 2.0 ** -24            # fp32 unit roundoff
 
 
 def vae_input(x: torch.Tensor) -> torch.Tensor:
@@ -36,3 +39,19 @@ def eps_cfg(raw: dict, z_t: torch.Tensor, t: int, s: float) -> torch.Tensor:
 def rms_normalize(v: torch.Tensor) -> torch.Tensor:
     """v * sqrt(C*H*W) / ||v||, per sample (unit RMS): the rescaling of the noise residuals (eq. 4, directional)."""
     return v * (v[0].numel() ** 0.5) / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def to_float64(module: torch.nn.Module, rounding: torch.Generator | None = None) -> torch.nn.Module:
+    """A float64 copy of `module`; with `rounding`, every leaf-module output also carries an independent relative
+    error uniform in [-U32, U32] drawn from it: the standard model of fp32 arithmetic, fl(op(x)) = op(x) (1 + d),
+    |d| <= u (Higham, Accuracy and Stability of Numerical Algorithms, eq. 2.4)."""
+    def hook(_module, _inputs, out):
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            return out * (1 + U32 * (2 * torch.rand(out.shape, generator=rounding, dtype=out.dtype) - 1))
+
+    m = copy.deepcopy(module).double()
+    if rounding is not None:
+        for sub in m.modules():
+            if next(sub.children(), None) is None:
+                sub.register_forward_hook(hook)
+    return m

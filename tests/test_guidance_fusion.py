@@ -23,12 +23,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.guidance.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
-from sd_reference import IMG, encode, eps_cfg, rms_normalize, vae_input
+from sd_reference import IMG, U32, encode, eps_cfg, rms_normalize, to_float64, vae_input
 from trainables.testing import build_tiny_sd, build_tiny_text_encoder
 
 B, SIZE = 2, 24                   # generator output 24x24 resized to the tiny VAE's IMG=16 (latents 8x8)
 PROMPT, NEG = "a red square", ""
-U32 = 2.0 ** -24                  # fp32 unit roundoff
 ROUNDING_DRAWS = 2                # draws of the fp32 rounding model per reference (the estimate is their max)
 # An fp32 result must lie within FP32_SAFETY x (the rounding model's max deviation from float64) of the float64
 # result. Measured |fp32 engine - float64| / that deviation: 2.0-4.9 over every comparison of this file, both
@@ -74,25 +73,9 @@ def raw(sd_dir):
     )
 
 
-def _to_float64(module: torch.nn.Module, rounding: torch.Generator | None = None) -> torch.nn.Module:
-    """A float64 copy of `module`; with `rounding`, every leaf-module output also carries an independent relative
-    error uniform in [-U32, U32] drawn from it: the standard model of fp32 arithmetic, fl(op(x)) = op(x) (1 + d),
-    |d| <= u (Higham, Accuracy and Stability of Numerical Algorithms, eq. 2.4)."""
-    def hook(_module, _inputs, out):
-        if isinstance(out, torch.Tensor) and out.is_floating_point():
-            return out * (1 + U32 * (2 * torch.rand(out.shape, generator=rounding, dtype=out.dtype) - 1))
-
-    m = copy.deepcopy(module).double()
-    if rounding is not None:
-        for sub in m.modules():
-            if next(sub.children(), None) is None:
-                sub.register_forward_hook(hook)
-    return m
-
-
 def _float64(raw, rounding: torch.Generator | None = None) -> dict:
     """The raw modules and text embeddings in float64 (`_to_float64`)."""
-    mods = {k: _to_float64(raw[k], rounding) for k in ("vae", "unet", "te")}
+    mods = {k: to_float64(raw[k], rounding) for k in ("vae", "unet", "te")}
     with torch.no_grad():
         emb = {k: mods["te"](raw[f"{k}_ids"])[0] for k in ("cond", "uncond")}
     return dict(vae=mods["vae"], unet=mods["unet"], alphas=raw["alphas"].double(), **emb)
@@ -339,7 +322,7 @@ def random_lpips():
 def lpips64(random_lpips, raw64):
     """random_lpips' LPIPS network in float64, exact and under raw64's fp32 rounding draws."""
     net = random_lpips.lpips
-    return dict(exact=_to_float64(net), draws=[_to_float64(net, gen) for gen, _ in raw64["draws"]])
+    return dict(exact=to_float64(net), draws=[to_float64(net, gen) for gen, _ in raw64["draws"]])
 
 
 @pytest.mark.parametrize("reg", [

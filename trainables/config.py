@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from .registry import GENERATOR_KINDS, GUIDANCE
+from .registry import GENERATOR_KINDS, GUIDANCE, SCORE_VARIANTS
 
 Precision = Literal["fp32", "bf16", "fp16"]
 GuidanceName = Annotated[str, AfterValidator(GUIDANCE.check)]               # a registered guidance (method)
+VariantName = Annotated[str, AfterValidator(SCORE_VARIANTS.check)]          # a registered score variant
 GeneratorKindName = Annotated[str, AfterValidator(GENERATOR_KINDS.check)]    # a registered generator family
 
 
@@ -53,6 +54,40 @@ def _fill_defaults(data: dict, defaults: dict) -> None:
             data.setdefault(key, value)
 
 
+# ---- score-distillation variants (trainables/guidance/variants.py reads these; docs/variants.md) ----------
+NFSD_NEGATIVE = ("unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, "
+                 "low-resolution, gloomy")
+CSD_NEGATIVE = "oversaturated color, ugly, tiling, low quality, noisy"
+
+
+class NfsdConfig(_Strict):
+    """Noise-Free Score Distillation (Katzir et al., ICLR 2024): delta_D replaces the noise term."""
+
+    negative_prompt: str = NFSD_NEGATIVE     # y_neg of delta_D = eps(z_t; "") - eps(z_t; y_neg) for t >= t_switch
+    t_switch: int = Field(200, ge=0, le=1000)  # below it delta_D = eps(z_t; "") (the paper's 200)
+
+
+class CsdConfig(_Strict):
+    """Classifier Score Distillation (Yu et al., ICLR 2024): the classifier term alone."""
+
+    negative_prompt: str = CSD_NEGATIVE      # y_neg of the negative classifier score
+    # w2 / w1: the negative classifier score's weight relative to the positive one (0 = pure CSD; their SD
+    # refinement anneals w2 1 -> 0.5 with w1 = 1: this is a constant; w1 is guidance.cfg_scale, see variants.py)
+    negative_weight: float = Field(0.0, ge=0)
+
+
+class DeltaConfig(_Strict):
+    """The source-prompt bridge (McAllister et al., NeurIPS 2024): target minus source prediction on one z_t."""
+
+    source_prompt: str | None = None         # y_src; None = the run's source_prompt (the source domain)
+
+
+class DdsConfig(_Strict):
+    """Delta Denoising Score (Hertz et al., ICCV 2023): target on the trained render minus source on the frozen."""
+
+    source_prompt: str | None = None         # y_src of the frozen branch; None = the run's source_prompt
+
+
 class DiffusionGuidanceConfig(_Strict):
     """StyleGAN-Fusion's critic: score distillation from a Stable-Diffusion-layout model."""
 
@@ -71,11 +106,28 @@ class DiffusionGuidanceConfig(_Strict):
     precision: Precision = "fp32"                             # frozen VAE/UNet/text encoder precision
     engine: Literal["reference", "fast"] = "fast"             # same quantities; see docs/engine.md
     compile: bool = False                                     # torch.compile the UNet (fast engine; GPU runs)
+    # the score-distillation direction (trainables/registry.py SCORE_VARIANTS): paper SDS or a later variant;
+    # each variant reads its own sub-config below, the regularizers combine with every one
+    variant: VariantName = "sds"
+    nfsd: NfsdConfig = Field(default_factory=NfsdConfig)
+    csd: CsdConfig = Field(default_factory=CsdConfig)
+    delta: DeltaConfig = Field(default_factory=DeltaConfig)
+    dds: DdsConfig = Field(default_factory=DdsConfig)
 
     @model_validator(mode="after")
     def _t_range(self) -> "DiffusionGuidanceConfig":
         if self.t_min > self.t_max:
             raise ValueError(f"t_min ({self.t_min}) must be <= t_max ({self.t_max})")
+        return self
+
+    @model_validator(mode="after")
+    def _rescale_is_sds_only(self) -> "DiffusionGuidanceConfig":
+        # rescale_noise normalises SDS's two terms (eps_hat and eps) before differencing; the variants have no
+        # such pair (NFSD and CSD drop eps), so the option has no meaning there and is refused, not ignored
+        if self.rescale_noise and self.variant != "sds":
+            raise ValueError(f"guidance.rescale_noise is defined for guidance.variant 'sds' only (it rescales "
+                             f"eps_hat and eps before differencing); set guidance.rescale_noise: false to use "
+                             f"variant {self.variant!r} (EG3D configs turn it on by default)")
         return self
 
 

@@ -58,6 +58,15 @@ GUIDANCE = Registry("method", "guidance")
 GUIDANCE.add("fusion", "trainables.guidance.fusion:FusionGuidance")
 GUIDANCE.add("nada", "trainables.guidance.nada:NadaGuidance")
 
+# What `guidance.variant` selects: the score-distillation direction of the Fusion critic (paper SDS or a later
+# variant; trainables/guidance/variants.py, docs/variants.md).
+SCORE_VARIANTS = Registry("guidance.variant", "score-distillation variant")
+SCORE_VARIANTS.add("sds", "trainables.guidance.variants:Sds")
+SCORE_VARIANTS.add("nfsd", "trainables.guidance.variants:Nfsd")
+SCORE_VARIANTS.add("csd", "trainables.guidance.variants:Csd")
+SCORE_VARIANTS.add("delta", "trainables.guidance.variants:Delta")
+SCORE_VARIANTS.add("dds", "trainables.guidance.variants:Dds")
+
 # What `generator.kind` selects: how a generator family loads, renders, trains and saves.
 GENERATOR_KINDS = Registry("generator.kind", "generator kind")
 GENERATOR_KINDS.add("stylegan2", "trainables.generator_kinds:StyleGAN2Kind")

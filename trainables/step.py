@@ -129,11 +129,15 @@ class Trainer:
         set_trainable(self.g_train, set())
         sel_inputs = kind.step_inputs(self.g_frozen, cfg.layers.batch_size, self.rng, cfg.layers.truncation, self.device)
         sel_noise = StepNoise(cfg.layers.noise_mode, self.noise_rng, self.device).generator()  # advances per render
+        x_sel_frozen = None
+        if getattr(self.guide, "selection_needs_frozen", False):   # DDS: the source branch reads the frozen render
+            with torch.no_grad():
+                x_sel_frozen = kind.render(self.g_frozen, sel_inputs, cfg.layers.noise_mode, sel_noise)
         chosen, _ = rank_wplus_layers(
             kind.wplus(sel_inputs),
             render=lambda codes: kind.render(self.g_train, kind.with_wplus(sel_inputs, codes), cfg.layers.noise_mode,
                                              sel_noise),
-            selection_backward=lambda x: self.guide.selection_backward(x, None, t=t, rng=self.rng),
+            selection_backward=lambda x: self.guide.selection_backward(x, x_sel_frozen, t=t, rng=self.rng),
             k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr, choose=self.choose,
         )
         set_trainable(self.g_train, names_for_layers(self.g_train, chosen, cfg.optim.freeze_bias))

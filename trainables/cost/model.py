@@ -144,7 +144,7 @@ def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -
     model = FrozenDiffusion(vae, unet, None, None, alphas, prediction, dtype=dtype, image_size=g.image_size,
                             fast=g.engine == "fast")
     dim = unet.config.cross_attention_dim
-    for text in (cfg.prompt, g.negative_prompt):
+    for text in FusionGuidance.texts(g, cfg.prompt, cfg.source_prompt):
         model.set_embedding(text, torch.zeros(1, 77, dim, dtype=dtype))
     lpips = None
     if cfg.reg.lpips.weight > 0:

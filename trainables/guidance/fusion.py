@@ -4,7 +4,8 @@ Equations (docs/engine.md numbers them; ../shared/paper.md "Score distillation" 
     (1) z = E(x).mode() * scaling_factor, x = clamp(bilinear_resize(G_train(w), image_size), -1, 1)
     (2) z_t = sqrt(a_t) z + sqrt(1 - a_t) eps,  eps ~ N(0, I),  a_t = alpha_bar_t
     (3) eps_hat_cfg = eps_u + s (eps_c - eps_u)
-    (4) grad_z = nan_to_num(clamp(w(t) (eps_hat_cfg - eps) * grad_scale, -c, c)),  w(t) = 1 - a_t | 1
+    (4) grad_z = nan_to_num(clamp(w(t) d * grad_scale, -c, c)),  w(t) = 1 - a_t | 1,
+        d = eps_hat_cfg - eps (paper SDS) or a later variant's direction (guidance.variant, variants.py)
     (5) image clamp: g_x = (dz/dx)^T grad_z, clamped per sample to +-quantile_q(|g_x|)
     (6) directional: g = clamp((1 - a_t) (eps_hat(z_t_train) - eps_hat(z_t_frozen)) * weight * grad_scale)
     (7) reconstruction: x0 = (z_t - sqrt(1-a) e) / sqrt(a), g_e = d MSE(x0, z_frozen) / d e,
@@ -29,8 +30,12 @@ import torch
 
 from ..config import DiffusionGuidanceConfig, RegularizerConfig
 from ..devices import DTYPES
+from ..registry import SCORE_VARIANTS
 from .diffusion_model import FrozenDiffusion
 from .lpips_reg import LpipsRegularizer
+from .variants import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
+
+REG_TRAIN, REG_FROZEN = "reg_train", "reg_frozen"   # the regularizers' latents (their own eps2)
 
 
 # ------------------------------------------------------------------ the one injection point
@@ -46,13 +51,6 @@ def inject_gradient(tensor: torch.Tensor, grad: torch.Tensor | None = None, reta
 
 
 # ------------------------------------------------------------------ pure pieces (shared by engines and tests)
-def rescale_noise(x: torch.Tensor) -> torch.Tensor:
-    """x * sqrt(C*H*W) / ||x||, per sample (the paper's code uses the whole-batch norm; equal at batch 1)."""
-    n = x[0].numel()
-    norm = torch.linalg.vector_norm(x.flatten(1), dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    return x * (n ** 0.5) / norm
-
-
 def sds_weight(alpha_bar: torch.Tensor, weighting: str) -> torch.Tensor:
     """w(t) of eq. (4): 'sds' = 1 - alpha_bar_t, 'uniform' = 1."""
     if weighting == "sds":
@@ -76,13 +74,11 @@ def quantile_clamp(g: torch.Tensor, q: float) -> torch.Tensor:
     return torch.minimum(torch.maximum(g, -lim), lim)
 
 
-def sds_latent_grad(eps_hat: torch.Tensor, eps: torch.Tensor, w: torch.Tensor, clamp: float | None,
-                    grad_scale: float = 1.0, rescale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. (4) -> (grad_z, mean((eps_hat - eps)^2)). grad_scale acts before the clamp, as the paper's EG3D /100."""
-    if rescale:
-        eps_hat, eps = rescale_noise(eps_hat), rescale_noise(eps)
-    diff = eps_hat - eps
-    return clamp_latent_grad(w * diff * grad_scale, clamp), diff.pow(2).mean().detach()
+def score_latent_grad(direction: torch.Tensor, w: torch.Tensor, clamp: float | None,
+                      grad_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (4) for any score variant's direction d (SDS: eps_hat_cfg - eps) -> (grad_z, mean(d^2)).
+    grad_scale acts before the clamp, as the paper's EG3D /100."""
+    return clamp_latent_grad(w * direction * grad_scale, clamp), direction.pow(2).mean().detach()
 
 
 def directional_latent_grad(eps_hat_train: torch.Tensor, eps_hat_frozen: torch.Tensor, a: torch.Tensor,
@@ -149,6 +145,7 @@ class FusionGuidance:
             image_size=guidance_cfg.image_size, fast=self.engine == "fast", compile=compile)
         if self.engine == "reference" and self.model.dtype != torch.float32:
             raise ValueError("the reference engine runs in fp32; pass an fp32 FrozenDiffusion")
+        self.variant = SCORE_VARIANTS.load(guidance_cfg.variant)(guidance_cfg)
         self._lpips = lpips
         if self.reg.lpips.weight > 0 and self._lpips is None:
             self._lpips = LpipsRegularizer(self.reg.lpips.net, device=self.device)
@@ -156,13 +153,24 @@ class FusionGuidance:
         self.source_prompt: str | None = None
         self._cond: torch.Tensor | None = None
         self._uncond: torch.Tensor | None = None
+        self._emb: dict[str, torch.Tensor] = {}
 
     # -------------------------------------------------------------- API
+    @staticmethod
+    def texts(guidance_cfg: "DiffusionGuidanceConfig", prompt: str, source_prompt: str | None) -> list[str]:
+        """Every text this guidance embeds for a run (its variant's prompts; the regularizers read prompt and
+        guidance.negative_prompt), e.g. to provide embeddings to a model built without a text encoder."""
+        variant = SCORE_VARIANTS.load(guidance_cfg.variant)(guidance_cfg)
+        return list(dict.fromkeys([prompt, guidance_cfg.negative_prompt,
+                                   *variant.texts(prompt, source_prompt).values()]))
+
     def prepare(self, prompt: str, source_prompt: str | None = None) -> None:
-        """Text embeddings once per prompt (cond = prompt, uncond = cfg.negative_prompt)."""
+        """Text embeddings once per prompt: cond = prompt, uncond = cfg.negative_prompt, and the variant's own
+        (source or negative prompt)."""
         self.prompt, self.source_prompt = prompt, source_prompt
-        emb = self.model.text_embeddings(prompt, self.cfg.negative_prompt)
-        self._cond, self._uncond = emb.cond, emb.uncond
+        texts = {TARGET: prompt, UNCOND: self.cfg.negative_prompt, **self.variant.texts(prompt, source_prompt)}
+        self._emb = {key: self.model.embed(text) for key, text in texts.items()}
+        self._cond, self._uncond = self._emb[TARGET], self._emb[UNCOND]
 
     def sample_timestep(self, rng: torch.Generator | None = None) -> int:
         """t ~ U{t_min, ..., t_max} (inclusive)."""
@@ -175,14 +183,20 @@ class FusionGuidance:
 
     def selection_backward(self, x_train: torch.Tensor, x_frozen: torch.Tensor | None, t: int,
                            rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The SDS gradient alone (with the image clamp), as the paper's layer selection uses it."""
+        """The score-distillation gradient alone (with the image clamp), as the paper's layer selection uses it
+        (x_frozen: the frozen render, read only by variants that need it: `selection_needs_frozen`)."""
         return self._step(x_train, x_frozen, int(t), rng, sds_only=True)
 
     # -------------------------------------------------------------- internals
     @property
     def needs_frozen(self) -> bool:
         """Whether `backward` reads the frozen generator's render (only the regularizers do)."""
-        return self.uses_directional or self.uses_reconstruction or self.uses_lpips
+        return self.variant.needs_frozen or self.uses_directional or self.uses_reconstruction or self.uses_lpips
+
+    @property
+    def selection_needs_frozen(self) -> bool:
+        """Whether `selection_backward` reads the frozen render (the DDS variant's source branch)."""
+        return self.variant.needs_frozen
 
     @property
     def uses_directional(self) -> bool:
@@ -217,18 +231,28 @@ class FusionGuidance:
             x_frozen = x_frozen.to(self.device).detach()
         do_reg = not sds_only and (self.uses_directional or self.uses_reconstruction)
         do_lpips = not sds_only and self.uses_lpips
-        if (do_reg or do_lpips) and x_frozen is None:
-            raise ValueError("the regularizers need x_frozen")
+        if (do_reg or do_lpips or self.variant.needs_frozen) and x_frozen is None:
+            raise ValueError(f"the regularizers and variant {self.variant.name!r} need x_frozen")
         fn = self._step_reference if self.engine == "reference" else self._step_fast
         metrics = fn(x_train, x_frozen, t, rng, do_reg, do_lpips)
         a = self.model.alpha_bar(t)
         metrics.update({"sds/t": torch.tensor(float(t)), "sds/w": sds_weight(a, self.cfg.weighting).detach()})
         return metrics
 
-    def _sds(self, eps_hat, eps, t, metrics):
+    def _predict(self, latents: dict[str, torch.Tensor], rows: list[Row], t: int) -> Predictions:
+        """The UNet's prediction for every (latent, prompt) row, in ONE batched call; rows ordered by prompt
+        (unconditional first), so plain SDS batches [uncond; cond] as the paper's code does."""
+        rows = sorted(dict.fromkeys(rows), key=lambda r: PROMPT_ORDER.index(r[1]))
+        z = torch.cat([latents[lat] for lat, _ in rows])
+        emb = torch.cat([self._emb[key].expand(latents[lat].shape[0], -1, -1) for lat, key in rows])
+        out = self.model.unet_eps(z, t, emb).split([latents[lat].shape[0] for lat, _ in rows])
+        return dict(zip(rows, out))
+
+    def _score(self, e: Predictions, eps, t, metrics):
+        """Eq. (4) with the variant's direction; metrics keep the sds/ names for every variant."""
         a = self.model.alpha_bar(t)
-        g, mse = sds_latent_grad(eps_hat, eps, sds_weight(a, self.cfg.weighting), self.cfg.latent_grad_clamp,
-                                 self.cfg.grad_scale, self.cfg.rescale_noise)
+        g, mse = score_latent_grad(self.variant.direction(e, eps, t), sds_weight(a, self.cfg.weighting),
+                                   self.cfg.latent_grad_clamp, self.cfg.grad_scale)
         metrics["loss/sds_mse"] = mse
         metrics["sds/grad_norm"] = g.norm().detach()
         if self.cfg.latent_grad_clamp is not None:
@@ -269,9 +293,12 @@ class FusionGuidance:
         x = m.prepare_images(x_train)                                    # eq. (1): resize + clamp
         z = m.encode(x)                                                  # encode #1 (graph to x)
         eps = self._noise(z.shape, rng)
-        z_t = m.add_noise(z.detach(), eps, t)                            # eq. (2)
-        eps_hat = m.predict_eps(z_t, t, self._cond, self._uncond, s)     # UNet call #1: [uncond; cond]
-        g_z = self._sds(eps_hat, eps, t, metrics)
+        latents = {TRAIN: m.add_noise(z.detach(), eps, t)}               # eq. (2)
+        if self.variant.needs_frozen:                                    # DDS: the frozen render, same eps
+            with torch.no_grad():
+                latents[FROZEN] = m.add_noise(m.encode(m.prepare_images(x_frozen)), eps, t)
+        e = self._predict(latents, list(self.variant.rows(t)), t)        # UNet call #1 (SDS: [uncond; cond])
+        g_z = self._score(e, eps, t, metrics)
         later = do_reg or do_lpips
         if self.cfg.image_clamp_quantile is not None:                    # eq. (5)
             x_var = x.detach().requires_grad_(True)
@@ -308,28 +335,33 @@ class FusionGuidance:
     # fast: same quantities, one encode per image, one UNet call, one generator backward
     def _step_fast(self, x_train, x_frozen, t, rng, do_reg, do_lpips):
         m, s, metrics = self.model, self.cfg.cfg_scale, {}
-        b = x_train.shape[0]
         x = m.prepare_images(x_train)                                    # eq. (1)
-        xf = m.prepare_images(x_frozen).detach() if (do_reg or do_lpips) else None
+        reads_frozen = do_reg or do_lpips or self.variant.needs_frozen
+        xf = m.prepare_images(x_frozen).detach() if reads_frozen else None
         z = m.encode(x)                                                  # train rows: with graph
         z_o = None
-        if do_reg:
+        if do_reg or self.variant.needs_frozen:
             with torch.no_grad():                                        # frozen rows: no graph, no VJP
                 z_o = m.encode(xf)
         zd = z.detach()
         eps = self._noise(z.shape, rng)
-        groups = [m.add_noise(zd, eps, t)]                               # SDS latents
+        latents = {TRAIN: m.add_noise(zd, eps, t)}                       # the variant's latents
+        rows = list(self.variant.rows(t))
+        if self.variant.needs_frozen:
+            latents[FROZEN] = m.add_noise(z_o, eps, t)                   # DDS: frozen render, same eps
         if do_reg:
             eps2 = self._noise(z.shape, rng)
-            groups.append(m.add_noise(zd, eps2, t))                      # regularizer, train
+            latents[REG_TRAIN] = m.add_noise(zd, eps2, t)                # regularizer, train
+            rows += [(REG_TRAIN, UNCOND), (REG_TRAIN, TARGET)]
             if self.uses_directional:
-                groups.append(m.add_noise(z_o, eps2, t))                 # regularizer, frozen (same eps)
-        preds = m.predict_eps(torch.cat(groups), t, self._cond, self._uncond, s).split(b)  # ONE UNet call
-        g_z = self._sds(preds[0], eps, t, metrics)
+                latents[REG_FROZEN] = m.add_noise(z_o, eps2, t)          # regularizer, frozen (same eps2)
+                rows += [(REG_FROZEN, UNCOND), (REG_FROZEN, TARGET)]
+        e = self._predict(latents, rows, t)                              # ONE UNet call for every row
+        g_z = self._score(e, eps, t, metrics)
         g_reg = None
         if do_reg:
-            e_o = preds[2] if self.uses_directional else None
-            g_reg = self._reg_grads(t, groups[1], preds[1], e_o, z_o, metrics)
+            e_o = guided(e, REG_FROZEN, TARGET, s) if self.uses_directional else None
+            g_reg = self._reg_grads(t, latents[REG_TRAIN], guided(e, REG_TRAIN, TARGET, s), e_o, z_o, metrics)
         # pull every latent gradient back to the image, sum with LPIPS, backward through G once
         if self.cfg.image_clamp_quantile is not None:
             (g_x,) = torch.autograd.grad(z, x, g_z, retain_graph=do_reg)
