@@ -18,8 +18,9 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from pydantic import ValidationError
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from conftest import tiny_adapt_dict
+from conftest import REPO, tiny_adapt_dict
 from sd_reference import IMG, encode, to_float64, vae_input
+from sweeps.spec import load_sweep
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
 from trainables.guidance.diffusion_model import FrozenDiffusion
@@ -265,3 +266,15 @@ def test_variant_trains_with_layer_selection(tiny_models, tmp_path, variant):
     before = load_generator(str(tiny_models["generator"])).state_dict()
     after = load_generator(str(result.generator_path)).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_paper_variant_sweep_runs_each_variant_at_its_papers_settings():
+    """sweeps/paper/ffhq_variants.yaml: every registered built-in variant, with and without the directional
+    regularizer, at the scale / t range / weighting its paper's public code uses (docs/variants.md)."""
+    sweep = load_sweep(REPO / "sweeps/paper/ffhq_variants.yaml")
+    seen = {(t.config.guidance.variant, t.config.reg.directional.weight): t.config.guidance for t in sweep.trials}
+    assert set(seen) == {(v, w) for v in VARIANTS for w in (0.0, 1.0)}
+    settings = {v: (g.cfg_scale, g.t_min, g.t_max, g.weighting) for (v, _), g in seen.items()}
+    assert settings == {"sds": (100.0, 10, 500, "sds"), "nfsd": (7.5, 20, 980, "sds"), "csd": (7.5, 20, 500, "sds"),
+                        "delta": (40.0, 20, 980, "sds"), "dds": (7.5, 50, 948, "uniform")}
+    assert {t.config.source_prompt for t in sweep.trials} == {"photo of a face"}
