@@ -38,6 +38,7 @@ class TrialContext(BaseModel):
     cwd: str | None = None                            # embedded: the driver's cwd (relative refs resolve there)
     final_flush_timeout_s: float = Field(300.0, gt=0) # wait this long for the trial's spool at the end
     name_axes: tuple[str, ...] = ()                   # varying axes shown in run names (`run_name`)
+    model_cache_entries: int = Field(4, ge=0)         # frozen models a reused worker keeps (model_cache; 0 = off)
 
 
 def name_axes(axes: list[list[str]], varying: list[str]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import yaml
 from evaluation import evaluate_run
 from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
                                unit_slug)
+from trainables import model_cache
 from trainables.config import AdaptConfig, flatten
 from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
 from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
@@ -106,6 +107,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if not isinstance(ctx, TrialContext):
         raise TypeError(f"run_trial needs a sweeps.context.TrialContext, got {type(ctx).__name__}: a sweep "
                         f"started by an older version of this code cannot be resumed by this one; rerun it")
+    # frozen models (SD, CLIP) outlive the trial in this worker: the next trial Tune runs here reuses them
+    model_cache.enable(ctx.model_cache_entries)
     cwd = ctx.cwd or os.environ.get("TUNE_ORIG_WORKING_DIR")
     if cwd and Path(cwd).is_dir():
         os.chdir(cwd)
@@ -154,7 +157,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     adapt = import_entrypoint(ctx.entrypoint)
     try:
         phases = {"startup": time.perf_counter() - tic_start}       # Ray worker to the loop's first line
+        cache_before = model_cache.stats()
         result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)
+        cache_after = model_cache.stats()
         phases.update(getattr(result, "phases", {}) or {})          # load, adapt (trainables.loop)
         extra: dict[str, float] = {}
         tic = time.perf_counter()
@@ -168,7 +173,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         total = sum(phases.values())
         phase_metrics["perf/phase/adapt_share"] = phases.get("adapt", 0.0) / total if total else 0.0
         tracker.log_metrics(phase_metrics, step=int(result.steps))
-        tracker.set_tags({"sweep.status": "finished"})
+        tracker.set_tags({"sweep.status": "finished", "sweep.model_cache": f"{cache_after.hits - cache_before.hits} "
+                          f"hits, {cache_after.misses - cache_before.misses} misses"})
         tracker.close("FINISHED", timeout=ctx.final_flush_timeout_s)
         report.flush(extra={**extra, **phase_metrics, "done_steps": int(result.steps)})
     except BaseException as exc:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import model_cache
 from ..config import DiffusionGuidanceConfig, RegularizerConfig
 from ..devices import DTYPES
 from ..registry import SCORE_VARIANTS
@@ -140,9 +141,11 @@ class FusionGuidance:
         if self.engine == "reference":
             dtype = torch.float32                     # the paper's arithmetic: fp32 throughout
         self.dtype = dtype
-        self.model = model if model is not None else FrozenDiffusion.from_ref(
-            guidance_cfg.model, guidance_cfg.text_encoder, device=self.device, dtype=dtype,
-            image_size=guidance_cfg.image_size, fast=self.engine == "fast", compile=compile)
+        load = dict(device=self.device, dtype=dtype, image_size=guidance_cfg.image_size,
+                    fast=self.engine == "fast", compile=compile)
+        self.model = model if model is not None else model_cache.cached(    # off unless a sweep trial
+            "diffusion", lambda: FrozenDiffusion.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load),
+            refs=(guidance_cfg.model, guidance_cfg.text_encoder), **load)
         if self.engine == "reference" and self.model.dtype != torch.float32:
             raise ValueError("the reference engine runs in fp32; pass an fp32 FrozenDiffusion")
         self.variant = SCORE_VARIANTS.load(guidance_cfg.variant)(guidance_cfg)
