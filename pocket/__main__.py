@@ -6,6 +6,7 @@
     python -m pocket prompts                                the prompt catalogue and each prompt's attributes
     python -m pocket probe [--prompts P ...] [--iterations N]  quick SDS/NADA settings experiment (judge-read)
     python -m pocket summary [--experiment pocket-table]   the pocket table condensed (short/long, per prompt)
+    python -m pocket figures [--experiment pocket-table] [--seed 0] [--out DIR]   one comparison PNG per prompt
 """
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     sm.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     sm.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
     sm.add_argument("--no-frozen", action="store_true", help="skip the unadapted generator's column")
+    fg = sub.add_parser("figures", help="one comparison PNG per prompt of a pocket sweep (frozen row first)")
+    fg.add_argument("--experiment", default="pocket-table")
+    fg.add_argument("--seed", type=int, default=0, help="the trial seed each configuration row shows")
+    fg.add_argument("--out", type=Path, default=None, help="default: docs/figures/pocket/EXPERIMENT")
+    fg.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
+    fg.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
+    fg.add_argument("--min-cell", type=int, default=64, help="enlarge cells to at least this many pixels")
+    fg.add_argument("--no-frozen", action="store_true", help="no judge metrics on the frozen row (skips scoring)")
+    fg.add_argument("--no-index", action="store_true", help="skip index.png (all prompts, one strip each)")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -80,6 +90,17 @@ def main(argv: list[str] | None = None) -> None:
             print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen))
         except (ValueError, KeyError) as exc:     # unknown experiment; a prompt outside the pocket catalogue
             raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
+    elif args.cmd == "figures":
+        from .figures import FigureConfig, write_figures  # late: a subcommand loads only its own stack (torch ~2 s)
+
+        try:
+            result = write_figures(FigureConfig(
+                experiment=args.experiment, tracking_uri=args.tracking_uri, parent=args.parent, seed=args.seed,
+                out=args.out, min_cell=args.min_cell, frozen_metrics=not args.no_frozen, index=not args.no_index))
+        except ValueError as exc:     # unknown experiment; a knob out of range (pydantic names the field)
+            raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
+        for path in result.paths:
+            print(path)
     elif args.cmd == "prompts":
         from .world import CATALOGUE  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 
