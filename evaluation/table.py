@@ -74,6 +74,10 @@ def _float(value: Any, default: float = 0.0) -> float:
         return default
 
 
+# how a score-distillation variant (guidance.variant, docs/variants.md) shows in a method label: Fusion-NFSD ...
+VARIANT_NAMES = {"nfsd": "NFSD", "csd": "CSD", "delta": "bridge", "dds": "DDS"}
+
+
 def variant_label(params: dict[str, str], tags: dict[str, str] | None = None,
                   extra_params: Iterable[str] = ()) -> str:
     tags = tags or {}
@@ -82,6 +86,9 @@ def variant_label(params: dict[str, str], tags: dict[str, str] | None = None,
         label = "NADA"
     else:
         parts = ["Fusion" if method in ("fusion", "") else method]
+        variant = (params.get("guidance.variant") or "sds").lower()     # runs before variants existed: sds
+        if parts[0] == "Fusion" and variant != "sds":
+            parts[0] = f"Fusion-{VARIANT_NAMES.get(variant, variant)}"
         if _float(params.get("reg.directional.weight")) > 0:
             parts.append("directional")
         if _float(params.get("reg.reconstruction.weight")) > 0:

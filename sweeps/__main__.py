@@ -57,7 +57,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("cost: not estimated (--skip-cost)")
     else:
         try:
-            print(sweep_cost([t.config for t in sweep.trials], gpu_type=getattr(spec.resources, "gpu_type", "H100")).text())
+            configs = [t.config for t in sweep.trials]
+            samples = getattr(spec.search, "num_samples", None)
+            if samples:                 # optuna: samples are drawn at run time; each is costed as the base point
+                configs = configs * samples
+                print(f"cost of {samples} optuna samples, each estimated at the base point")
+            print(sweep_cost(configs, gpu_type=getattr(spec.resources, "gpu_type", "H100")).text())
         except Exception as exc:        # an estimate never blocks validation (e.g. no checkpoint and no generator.size)
             print(f"cost: unknown ({type(exc).__name__}: {exc})")
     if args.skip_model_check:

@@ -23,7 +23,7 @@ from trainables.config_io import expand_env as _expand_env
 from trainables.resources import resource_problems
 
 from .errors import SweepError
-from .schema import OptunaSearch, SweepSpec, config_field, format_spec_error
+from .schema import EVAL_PREFIX, AshaSearch, OptunaSearch, SweepSpec, config_field, format_spec_error
 from .yaml_marks import Marks, load_yaml_with_marks
 
 # Model references and paths of an AdaptConfig: the fields where ${VAR} is expanded (trainables.config_io)
@@ -288,6 +288,21 @@ def _read_spec(file: Path) -> tuple[SweepSpec, str, Marks]:
     return spec, text, marks
 
 
+def _check_search_metric(spec: SweepSpec, marks: Marks) -> None:
+    """An `eval/...` search metric exists only once a trial's evaluation ran (sweeps/trial.py reports it with the
+    final result): ASHA, which compares trials at every step, cannot use one; Optuna needs the `evaluation` block."""
+    metric = getattr(spec.search, "metric", None)
+    if not (metric and metric.startswith(EVAL_PREFIX)):
+        return
+    where = marks.where(("search", "metric"))
+    if isinstance(spec.search, AshaSearch):
+        raise SweepError(f"{where}: search.metric {metric!r} is an evaluation metric, reported once after training; "
+                         f"ASHA compares trials at every step: use a step metric (e.g. loss/sds_mse) or type optuna")
+    if spec.evaluation is None:
+        raise SweepError(f"{where}: search.metric {metric!r} is an evaluation metric but the sweep has no "
+                         f"evaluation block: add one (docs/evaluation.md) or search on a step metric")
+
+
 def load_sweep(file: str | Path) -> Sweep:
     """Parse, validate and expand a sweep file. Raises SweepError naming the file, line and fix."""
     file = Path(file)
@@ -305,6 +320,7 @@ def load_sweep(file: str | Path) -> Sweep:
             )
         for path in spec.search.params:
             _check_axis_path(path, marks.where(("search", "params", path)))
+    _check_search_metric(spec, marks)
     trials = [_trial(i, overrides, base, spec, axes) for i, overrides in enumerate(axes.points())]
     _check_resources(trials, marks, axes.where_of)
     if isinstance(spec.search, OptunaSearch):

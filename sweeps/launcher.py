@@ -35,6 +35,7 @@ from tracking import (LocalMlflowServer, ROLE_PARENT, ROLE_TAG, default_tracking
 
 from .context import TrialContext, name_axes
 from .cost import resolve_auto_gpu
+from .schema import EVAL_PREFIX
 from .spec import REF_FIELDS, OptunaSearch, AshaSearch, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 from .trial import import_entrypoint, run_trial
 
@@ -223,9 +224,10 @@ def _tune_config(sweep: Sweep):
                                             reduction_factor=search.reduction_factor)
     elif isinstance(search, OptunaSearch):
         # late: Ray reads its env when imported; run_sweep sets it first
-        from ray.tune.search.optuna import OptunaSearch as _Optuna
+        from .search import optuna_search
 
-        kwargs["search_alg"] = _Optuna(metric=search.metric, mode=search.mode, seed=search.seed)
+        kwargs["search_alg"] = optuna_search(search.metric, search.mode, search.seed,
+                                             final_only=search.metric.startswith(EVAL_PREFIX))
         kwargs["num_samples"] = search.num_samples
     return tune.TuneConfig(**kwargs)
 

@@ -42,6 +42,12 @@ def test_variant_labels():
     assert variant_label({"method": "fusion", "guidance.cfg_scale": "50"}, extra_params=["guidance.cfg_scale"]) \
         == "Fusion (guidance.cfg_scale=50)"
     assert variant_label({}, {"method": "nada"}) == "NADA"
+    # score-distillation variants (guidance.variant): sds is the paper's Fusion, the others are named
+    assert variant_label({"method": "fusion", "guidance.variant": "sds"}) == "Fusion"
+    assert variant_label({"method": "fusion", "guidance.variant": "dds", "reg.reconstruction.weight": "0.1"}) \
+        == "Fusion-DDS + reconstruction"
+    assert variant_label({"method": "fusion", "guidance.variant": "delta"}) == "Fusion-bridge"
+    assert variant_label({"method": "nada", "guidance.variant": "csd"}) == "NADA"   # NADA has no SDS variant
 
 
 @pytest.fixture(scope="module")
