@@ -43,6 +43,9 @@ class Resources(_Strict):
         return self
 
 
+EVAL_PREFIX = "eval/"     # metrics the evaluation stage reports once per trial (sweeps/trial.py)
+
+
 class GridSearch(_Strict):
     type: Literal["grid"] = "grid"
 
@@ -75,7 +78,7 @@ class Distribution(_Strict):
 class OptunaSearch(_Strict):
     type: Literal["optuna"]
     num_samples: int = Field(..., ge=1)
-    metric: str
+    metric: str              # a step metric (its last value counts) or an eval/ metric of the sweep's evaluation
     mode: Literal["min", "max"] = "min"
     params: dict[str, Distribution] = Field(..., min_length=1)   # dotted AdaptConfig path -> distribution
     seed: int = 0
