@@ -112,9 +112,10 @@ def _method_order(label: str) -> tuple:
 
 
 def runs_dataframe(experiment: str, tracking_uri: str | None = None,
-                   extra_params: Iterable[str] = ()) -> pd.DataFrame:
-    """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric, and
-    `eval_errors` ({metric slug: one-line reason} of the metrics that failed on the run)."""
+                   extra_params: Iterable[str] = (), params: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric,
+    `eval_errors` ({metric slug: one-line reason} of the metrics that failed on the run), and a column
+    'param/<name>' (float where it parses) for each of `params`."""
     client = mlflow_client(tracking_uri)
     _, trials = experiment_runs(client, experiment)
     rows = []
@@ -135,8 +136,16 @@ def runs_dataframe(experiment: str, tracking_uri: str | None = None,
             "eval_errors": run_errors(t),
         }
         row.update({k: v for k, v in r.data.metrics.items() if k.startswith("eval/")})
+        row.update({f"param/{k}": _param_value(p.get(k)) for k in params})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _param_value(value: str | None) -> float | str | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return value
 
 
 def _failed_units(runs: pd.DataFrame) -> set[str]:

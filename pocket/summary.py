@@ -36,8 +36,9 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
            ("eval/feature_diversity", "feature div. ↑", ".3f")]
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None) -> pd.DataFrame:
-    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri())   # where sweeps log by default
+def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
+              params: tuple[str, ...] = ()) -> pd.DataFrame:
+    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri(), params=params)   # sweeps' default
     if runs.empty:
         raise SystemExit(f"experiment {experiment!r} has no trial runs; run `python -m sweeps run "
                          f"sweeps/pocket/table.yaml` first (or pass --tracking-uri)")

@@ -1,0 +1,43 @@
+"""pocket search-report: the rank agreement of CLIP score with the ground truth, and the chosen-vs-fixed rows."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from pocket.search_report import CLIP, FIXED_METHOD, agreement, spearman, versus_fixed
+
+
+def _runs(clip, acc, fid, seed="0"):
+    return pd.DataFrame({CLIP: clip, "eval/pocket/prompt_accuracy": acc, "eval/pocket/preservation": [0.9] * len(clip),
+                         "eval/pocket/fid_gt": fid, "prompt": "a square", "seed": seed,
+                         "param/guidance.cfg_scale": 7.5, "param/optim.lr": 0.002,
+                         "param/reg.reconstruction.weight": 0.1}).sort_values(CLIP, ascending=False)
+
+
+def test_spearman_matches_scipy_with_ties():
+    a = pd.Series([3.0, 1.0, 2.0, 2.0, 5.0, 4.0])
+    b = pd.Series([10.0, 30.0, 20.0, 25.0, 5.0, 5.0])
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_agreement_is_sign_aligned():
+    # CLIP ranks trials exactly as accuracy does, and exactly as FID does (lower FID = better): both +1
+    runs = _runs([30.0, 20.0, 10.0], [0.9, 0.5, 0.1], [50.0, 80.0, 120.0])
+    agree = agreement(runs)
+    assert agree["eval/pocket/prompt_accuracy"] == pytest.approx(1.0)
+    assert agree["eval/pocket/fid_gt"] == pytest.approx(1.0)
+    # reversed ground truth: -1
+    assert agreement(_runs([30.0, 20.0, 10.0], [0.1, 0.5, 0.9], [120.0, 80.0, 50.0]))["eval/pocket/fid_gt"] \
+        == pytest.approx(-1.0)
+
+
+def test_versus_fixed_reports_the_chosen_trial_and_the_fixed_seeds():
+    runs = _runs([30.0, 20.0], [0.8, 0.4], [60.0, 90.0])
+    fixed = pd.DataFrame({"prompt": "a square", "method": [FIXED_METHOD] * 3 + ["Fusion"], "seed": ["0", "1", "2", "0"],
+                          CLIP: [25.0, 27.0, 29.0, 99.0], "eval/pocket/fid_gt": [70.0, 80.0, 90.0, 1.0]})
+    text = versus_fixed(runs, fixed)
+    lines = text.splitlines()
+    assert lines[2].startswith("| CLIP-chosen") and "| 30.0 |" in lines[2] and "60.0" in lines[2]
+    assert "seed 0 | 25.0 |" in lines[3] and "70.0" in lines[3]          # the fixed run of the search's seed
+    assert "3 seeds | 27.0 ± 2.0 |" in lines[4] and "80.0 ± 10.0" in lines[4]   # the other method is not mixed in
