@@ -27,7 +27,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -339,13 +339,12 @@ def _metrics_line(t: Trial) -> str:
 
 
 def _mean_line(group: list[Trial]) -> str | None:
-    if len(group) < 2:
+    """Mean over the seeds that have each metric (a running trial has none yet); None below two seeds."""
+    vals = {key: [t.metrics[key] for t in group if key in t.metrics] for key in (ACCURACY, PRESERVATION)}
+    if len(vals[ACCURACY]) < 2:
         return None
-    means = []
-    for key in (ACCURACY, PRESERVATION):
-        vals = [t.metrics[key] for t in group if key in t.metrics]
-        means.append(f"{sum(vals) / len(vals):.2f}" if vals else "-")
-    return f"mean of {len(group)} seeds: acc {means[0]}  pres {means[1]}"
+    acc, pres = (f"{sum(v) / len(v):.2f}" if v else "-" for v in vals.values())
+    return f"mean of {len(vals[ACCURACY])} seeds: acc {acc}  pres {pres}"
 
 
 def _pick(candidates: list[Trial]) -> Trial:
@@ -354,13 +353,66 @@ def _pick(candidates: list[Trial]) -> Trial:
 
 
 # ---- the figures ----------------------------------------------------------------------------------------
-def write_figures(cfg: FigureConfig, emit: Any = print) -> Result:
+def choose_trials(trials: list[Trial], labels: dict[str, str], columns: list[str], seed: int,
+                  note: Callable[[str], None]) -> list[tuple[str, Trial, list[Trial]]]:
+    """(label, the trial shown at `seed`, one trial per seed for the mean) per configuration of one prompt."""
+    chosen = []
+    for label in columns:
+        group = [t for t in trials if labels[t.run_id] == label]
+        at_seed = [t for t in group if t.seed == str(seed)]
+        if not group:
+            continue
+        if not at_seed:
+            note(f"{trials[0].prompt!r} / {label}: no trial at seed {seed} (seeds: "
+                 f"{', '.join(sorted({t.seed for t in group}))}); row skipped")
+            continue
+        if len(at_seed) > 1:
+            note(f"{trials[0].prompt!r} / {label} / seed {seed}: {len(at_seed)} runs; showing run "
+                 f"{_pick(at_seed).run_id} (finished first, then newest)")
+        per_seed = [_pick([t for t in group if t.seed == s]) for s in sorted({t.seed for t in group})]
+        chosen.append((label, _pick(at_seed), per_seed))
+    return chosen
+
+
+def prompt_rows(chosen: list[tuple[str, Trial, list[Trial]]], client: Any, tmp: Path,
+                frozen: tuple[float, float] | None, note: Callable[[str], None]) -> list[Row]:
+    """Row 1 = the frozen row of the first usable grid, then one row per configuration on the same latents."""
+    rows: list[Row] = []
+    reference: tuple[Trial, np.ndarray] | None = None
+    for label, trial, group in chosen:
+        where = f"{trial.prompt!r} / {label}: run {trial.run_id}"
+        try:   # one row's failure (missing artifact, unreadable PNG, store error) never ends the figure
+            top, bottom = load_rows(client, trial, tmp)
+        except Exception as exc:
+            state = "" if trial.status == "FINISHED" else f" ({trial.status})"   # e.g. still running
+            note(f"{where}{state}: {type(exc).__name__}: {exc}; row skipped")
+            continue
+        if reference is None:
+            reference = (trial, top)
+            rows.append(Row(["frozen G (unadapted)",
+                             f"grid latents: train.sample_seed={trial.params.get('train.sample_seed', '?')}"]
+                            + ([f"acc {frozen[0]:.2f}  pres 1.00"] if frozen else []), top))
+        ref_trial, ref_top = reference
+        differ = [k for k in SAME_LATENTS if trial.params.get(k) != ref_trial.params.get(k)]
+        if differ or bottom.shape != ref_top.shape:
+            note(f"{where} drew other grid latents than row 1 ("
+                 + (", ".join(f"{k}={trial.params.get(k)} vs {ref_trial.params.get(k)}" for k in differ)
+                    or f"cells {bottom.shape} vs {ref_top.shape}") + "); row skipped")
+            continue
+        if not np.array_equal(top, ref_top):
+            note(f"{where}: its frozen row differs from row 1 in {np.mean(np.any(top != ref_top, axis=-1)):.1%} "
+                 f"of pixels (same latent params; another machine's arithmetic?); row kept")
+        rows.append(Row([label, _metrics_line(trial)] + [m for m in [_mean_line(group)] if m], bottom))
+    return rows
+
+
+def write_figures(cfg: FigureConfig, emit: Callable[[str], None] = print) -> Result:
     """One PNG per prompt (and index.png) under cfg.out; every skipped row is a note, emitted and returned."""
     parent, trials = read_trials(cfg.experiment, cfg.tracking_uri, cfg.parent)
     out = cfg.out or Path("docs/figures/pocket") / cfg.experiment
     out.mkdir(parents=True, exist_ok=True)
     labels = config_labels(trials)
-    order = {lab: config_order(lab, t) for t in trials for lab in [labels[t.run_id]]}
+    order = {labels[t.run_id]: config_order(labels[t.run_id], t) for t in trials}
     columns = sorted(order, key=order.get)
     prompts = prompt_order({t.prompt for t in trials})
     frozen = frozen_baseline(prompts) if cfg.frozen_metrics else {}
@@ -374,49 +426,8 @@ def write_figures(cfg: FigureConfig, emit: Any = print) -> Result:
     paths, strips, drawn = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for pi, prompt in enumerate(prompts, 1):
-            mine = [t for t in trials if t.prompt == prompt]
-            chosen: list[tuple[str, Trial, list[Trial]]] = []
-            for label in columns:
-                group = [t for t in mine if labels[t.run_id] == label]
-                at_seed = [t for t in group if t.seed == str(cfg.seed)]
-                if not group:
-                    continue
-                if not at_seed:
-                    note(f"{prompt!r} / {label}: no trial at seed {cfg.seed} (seeds: "
-                         f"{', '.join(sorted({t.seed for t in group}))}); row skipped")
-                    continue
-                if len(at_seed) > 1:
-                    note(f"{prompt!r} / {label} / seed {cfg.seed}: {len(at_seed)} runs; showing run "
-                         f"{_pick(at_seed).run_id} (finished first, then newest)")
-                per_seed = {s: _pick([t for t in group if t.seed == s]) for s in {t.seed for t in group}}
-                chosen.append((label, _pick(at_seed), list(per_seed.values())))
-            rows, blocks, reference = [], {}, None
-            for label, trial, group in chosen:
-                try:   # one row's failure (missing artifact, unreadable PNG, store error) never ends the figure
-                    top, bottom = load_rows(client, trial, Path(tmp))
-                except Exception as exc:
-                    note(f"{prompt!r} / {label}: run {trial.run_id}: {type(exc).__name__}: {exc}; row skipped")
-                    continue
-                if reference is None:
-                    reference = (trial, top)
-                    acc = frozen.get(prompt)
-                    rows.append(Row(["frozen G (unadapted)", "grid latents: train.sample_seed="
-                                     f"{trial.params.get('train.sample_seed', '?')}"]
-                                    + ([f"acc {acc[0]:.2f}  pres 1.00"] if acc else []), top))
-                    blocks["frozen G"] = top
-                ref_trial, ref_top = reference
-                differ = [k for k in SAME_LATENTS if trial.params.get(k) != ref_trial.params.get(k)]
-                if differ or bottom.shape != ref_top.shape:
-                    note(f"{prompt!r} / {label}: run {trial.run_id} drew other grid latents than row 1 ("
-                         + (", ".join(f"{k}={trial.params.get(k)} vs {ref_trial.params.get(k)}" for k in differ)
-                            or f"cells {bottom.shape} vs {ref_top.shape}") + "); row skipped")
-                    continue
-                if not np.array_equal(top, ref_top):
-                    note(f"{prompt!r} / {label}: run {trial.run_id}'s frozen row differs from row 1 in "
-                         f"{np.mean(np.any(top != ref_top, axis=-1)):.1%} of pixels (same latents params; "
-                         f"another machine's arithmetic?); row kept")
-                rows.append(Row([label, _metrics_line(trial)] + [m for m in [_mean_line(group)] if m], bottom))
-                blocks[label] = bottom
+            chosen = choose_trials([t for t in trials if t.prompt == prompt], labels, columns, cfg.seed, note)
+            rows = prompt_rows(chosen, client, Path(tmp), frozen.get(prompt), note)
             if not rows:
                 note(f"{prompt!r}: no row to show (no trial at seed {cfg.seed} with a usable final grid); no figure")
                 continue
@@ -426,7 +437,8 @@ def write_figures(cfg: FigureConfig, emit: Any = print) -> Result:
             figure.image.save(path, optimize=True)
             paths.append(path)
             drawn[prompt] = figure.labels
-            strips.append((prompt, [blocks.get(c) for c in ["frozen G"] + columns]))
+            cells = {"frozen G": rows[0].cells} | {r.label[0]: r.cells for r in rows[1:]}
+            strips.append((prompt, [cells.get(c) for c in ["frozen G"] + columns]))
         if cfg.index and strips:
             path = out / "index.png"
             compose_index(strips, ["frozen G"] + columns, cfg).save(path, optimize=True)
