@@ -7,6 +7,7 @@
     python -m pocket probe [--prompts P ...] [--iterations N]  quick SDS/NADA settings experiment (judge-read)
     python -m pocket summary [--experiment pocket-table]   the pocket table condensed (short/long, per prompt)
     python -m pocket figures [--experiment pocket-table] [--seed 0] [--out DIR]   one comparison PNG per prompt
+    python -m pocket search-report [--search EXP ...] [--fixed EXP]   CLIP-tuned settings vs ground truth
 """
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     fg.add_argument("--min-cell", type=int, default=64, help="enlarge cells to at least this many pixels")
     fg.add_argument("--no-frozen", action="store_true", help="no judge metrics on the frozen row (skips scoring)")
     fg.add_argument("--no-index", action="store_true", help="skip index.png (all prompts, one strip each)")
+    sr = sub.add_parser("search-report", help="CLIP-tuned settings vs ground truth (settings-search sweeps)")
+    sr.add_argument("--search", nargs="+", default=["pocket-search-square", "pocket-search-red-circle",
+                                                    "pocket-search-long-triangle"], help="search experiments")
+    sr.add_argument("--fixed", default="pocket-table-v2", help="the experiment with the fixed settings ('' = none)")
+    sr.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
         for path in result.paths:
             print(path)
+    elif args.cmd == "search-report":
+        from .search_report import report  # late: a subcommand loads only its own stack (torch ~2 s)
+
+        print(report(args.search, args.fixed or None, args.tracking_uri))
     elif args.cmd == "prompts":
         from .world import CATALOGUE  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 
