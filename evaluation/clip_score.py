@@ -11,6 +11,9 @@ CLIP-score tools do -- not NADA's differentiable training preprocessing. The pro
 without templates. The model is built with the activation its weights were trained with
 (`trainables.guidance.clip_models.resolve_quick_gelu`: QuickGELU for OpenAI's weights). The model name and
 pretrained tag are logged with every number (`eval.clip.model`, `eval.clip.pretrained`).
+Inside a sweep trial the model comes from the worker's frozen-model cache (`trainables.model_cache`, on only
+there), under the key NADA's critic uses for the same (model, weights, device, dtype): a reused worker, or a
+NADA trial that loaded the same CLIP, does not build it again. Outside a sweep every call builds it.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from trainables import model_cache
 from trainables.devices import DTYPES, resolve_device
 from trainables.guidance.clip_models import load_open_clip
 
@@ -44,7 +48,13 @@ def metric_suffix(name: str, pretrained: str) -> str:
 
 def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", precision: str = "fp32",
               quick_gelu: bool | None = None):
-    return load_open_clip(name, pretrained, device=device, dtype=DTYPES[precision], quick_gelu=quick_gelu)
+    """The frozen open_clip model (cached per sweep worker; a plain build outside sweep trials)."""
+    dtype = DTYPES[precision]
+    # the key of NADA's critic (trainables/guidance/nada.py) when the activation is automatic, so both share it
+    forced = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    return model_cache.cached(
+        "open_clip", lambda: load_open_clip(name, pretrained, device=device, dtype=dtype, quick_gelu=quick_gelu),
+        refs=(name, pretrained), device=torch.device(device), dtype=dtype, **forced)
 
 
 def score_from_cosines(cos: torch.Tensor) -> ClipScore:

@@ -48,7 +48,7 @@ from .config import EvalConfig
 from .diversity import lpips_diversity_folder
 from .fid import build_feature_model, compute_fid, feature_diversity, folder_features, import_object
 from .preflight import check_evaluation, check_plugin_prompts, error_reason
-from .sampling import list_images, resolve_device, sample_for_eval, sample_source_generator
+from .sampling import list_images, resolve_device, sample_for_eval, shared_source_samples
 
 GENERATOR_KEY = "artifact.generator_path"       # param or tag holding the adapted generator's path
 GENERATOR_ARTIFACT = "generator/generator.pt"   # or the generator logged as this artifact
@@ -184,13 +184,12 @@ class EvalContext:
     _source_dir: Path | None = None
 
     def source_samples_dir(self) -> Path:
-        """The frozen source generator sampled with the same latents (cached next to the samples)."""
+        """The frozen source generator sampled with the same latents: rendered once per source checkpoint and
+        settings into `cfg.cache_dir/source_samples/` and shared by every later evaluation (sampling.py)."""
         if self.source_generator_path is None:
             raise ValueError("no source generator known for this run (param generator.checkpoint)")
         if self._source_dir is None:
-            out = self.samples_dir.parent / "source_samples"
-            sample_source_generator(self.source_generator_path, out, self.cfg)
-            self._source_dir = out
+            self._source_dir = Path(shared_source_samples(self.source_generator_path, self.cfg)["images_dir"])
         return self._source_dir
 
 

@@ -5,12 +5,22 @@ sha256 is recorded in every manifest, so a table can tell whether two runs saw t
     x = G.synthesis(G.truncate(G.broadcast(G.mapping(z)), psi), noise_mode="const")
 i.e. truncation around the checkpoint's latent_avg and the generator's registered (constant) noise buffers,
 written as `{i:05d}.png` at the evaluation resolution next to `manifest.json`.
+
+The frozen SOURCE generator is the same for every trial of a sweep: `shared_source_samples` renders it once
+per (checkpoint content, latents, sampling settings) into `cache_dir/source_samples/<key>` (under a file
+lock, in a temporary folder renamed into place: concurrent trials never read a partial one), and every later
+evaluation, in any worker or later sweep, reads that folder instead of rendering and writing the same PNGs
+again. Its key holds `compute_environment()`: a folder rendered with other kernels (another torch, CPU or
+GPU) is not reused.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +34,7 @@ from trainables.devices import resolve_device  # noqa: F401  (re-exported for ev
 from trainables.generator_kinds import generator_kind, load_any
 
 MANIFEST = "manifest.json"
+SOURCE_SAMPLES_DIR = "source_samples"   # under EvalConfig.cache_dir: the shared source-generator samples
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -32,6 +43,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def compute_environment(device: str = "cpu") -> str:
+    """What a float result depends on besides its inputs and code: the torch version, the CPU kernels it
+    dispatches to (capability; MKL_CBWR / ATEN_CPU_CAPABILITY overrides), the CPU model, and on cuda the GPU.
+    On-disk caches of computed arrays key on it, so a cached value is the one a fresh computation here gives."""
+    lines = _read_lines("/proc/cpuinfo")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    parts = [torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("MKL_CBWR", ""),
+             os.environ.get("ATEN_CPU_CAPABILITY", ""), cpu]
+    if device.startswith("cuda"):
+        parts.append(torch.cuda.get_device_name(torch.device(device)))
+    return "|".join(parts)
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
 
 
 # ---- latents -----------------------------------------------------------------------------------------
@@ -238,3 +270,59 @@ def sample_source_generator(source_checkpoint: str | Path, out_dir: str | Path, 
     For attribute-preservation plugins: image i of both folders comes from the same z.
     """
     return sample_for_eval(source_checkpoint, out_dir, cfg)
+
+
+def shared_source_samples(source_checkpoint: str | Path, cfg) -> dict[str, Any]:
+    """`sample_source_generator`'s folder, rendered once per (source checkpoint sha256, latents, count,
+    truncation, size, batch size, device, compute_environment) into `cfg.cache_dir/source_samples/<key>` and
+    reused afterwards (the manifest is checked as `sample_checkpoint` checks a reused folder); returns its
+    manifest, whose `images_dir` is the folder. Same pixels as rendering it per trial: same code, latents,
+    settings and kernels. One process renders it (a file lock); concurrent trials wait for it, then read."""
+    checkpoint = Path(source_checkpoint).expanduser().resolve()
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"source generator checkpoint not found: {checkpoint}")
+    device = str(resolve_device(cfg.device))
+    key = {
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "latents": str(Path(cfg.latents.path).expanduser().resolve()) if cfg.latents.path else None,
+        "latents_seed": cfg.latents.seed,
+        "count": cfg.num_samples,
+        "truncation": cfg.truncation,
+        "requested_resolution": cfg.image_size,
+        "batch_size": cfg.batch_size,
+        "device": device,
+        "environment": compute_environment(device),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    root = Path(cfg.cache_dir).expanduser() / SOURCE_SAMPLES_DIR
+    final = root / digest
+    have = _shared_folder_manifest(final, key)
+    if have is not None:
+        return have
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = _shared_folder_manifest(final, key)   # rendered by another trial while this one waited
+        if have is not None:
+            return have
+        shutil.rmtree(final, ignore_errors=True)     # damaged, or made from a latents file rewritten since
+        tmp = final.with_name(f"{digest}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = sample_source_generator(checkpoint, tmp, cfg)
+        manifest["images_dir"] = str(final.resolve())
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        tmp.rename(final)                            # complete before it appears (readers take no lock)
+    return manifest
+
+
+def _shared_folder_manifest(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a complete shared source folder made with `key`'s settings, else None."""
+    try:
+        latents = json.loads((folder / MANIFEST).read_text()).get("latents")
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not latents or not Path(latents).is_file():
+        return None
+    want = {k: key[k] for k in ("checkpoint_sha256", "truncation", "count", "requested_resolution")}
+    want["latents_sha256"] = sha256_file(latents)   # the latents file still holds the z it was rendered from
+    return _manifest_matches(folder, want)

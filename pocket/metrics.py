@@ -26,6 +26,7 @@ pocket/models/clip/pocket-clip.json, pretrained: pocket/models/clip/open_clip_mo
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from evaluation.fid import ReferenceStats, fid_from_features
-from evaluation.sampling import list_images, load_images
+from evaluation.sampling import compute_environment, list_images, load_images
 
 from . import refs
 from . import world as W
@@ -82,14 +83,45 @@ def _folder_key(folder: Path) -> tuple:
 
 # A trial's three plugins read the same sample folder, and every trial of a sweep reads the same source samples
 # and reference sets; with the sweep's reused workers these caches make each read once per process.
+@lru_cache(maxsize=2)
+def _cached_pixels(key: tuple) -> torch.Tensor:
+    """A folder's decoded PNGs, shared by its predictions and its features (one decode per folder)."""
+    return load_folder(Path(key[0]))
+
+
 @lru_cache(maxsize=8)
 def _cached_predictions(key: tuple) -> dict[str, torch.Tensor]:
-    return judge_images(load_folder(Path(key[0])))
+    return judge_images(_cached_pixels(key))
 
 
 @lru_cache(maxsize=8)
 def _cached_features(key: tuple):
-    return judge_feature_array(load_folder(Path(key[0])))
+    return judge_feature_array(_cached_pixels(key))
+
+
+@lru_cache(maxsize=8)
+def _cached_reference_features(key: tuple):
+    """A reference set's judge features, also kept on disk in the set's folder (`.judge_features-<id>.npz`, id =
+    judge weights + `compute_environment()`, with the folder's image count and newest mtime): every worker and
+    later sweep here loads the array the first computation saved (np.savez is lossless, and the same kernels
+    made it) instead of decoding 2000 PNGs per prompt."""
+    env = hashlib.sha256(compute_environment().encode()).hexdigest()[:8]
+    cache = Path(key[0]) / f".judge_features-{_weights_id()}-{env}.npz"
+    stamp = np.array(key[1:], dtype=np.int64)
+    try:
+        with np.load(cache) as data:
+            if np.array_equal(data["stamp"], stamp):
+                return data["feats"]
+    except (OSError, KeyError, ValueError):
+        pass                                     # absent or unreadable: compute it
+    feats = _cached_features(key)
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")   # concurrent workers: unique temp, atomic rename
+    try:
+        np.savez(tmp, feats=feats, stamp=stamp)
+        tmp.replace(cache)
+    except OSError:
+        pass                                     # a read-only reference folder: the process cache still holds it
+    return feats
 
 
 def folder_predictions(folder: Path) -> dict[str, torch.Tensor]:
@@ -100,6 +132,11 @@ def folder_predictions(folder: Path) -> dict[str, torch.Tensor]:
 def folder_features(folder: Path):
     """Judge features of a folder's PNGs as float64 numpy (cached per folder content)."""
     return _cached_features(_folder_key(folder))
+
+
+def reference_features(folder: Path):
+    """Judge features of a reference set's PNGs (cached per folder content, in the process and on disk)."""
+    return _cached_reference_features(_folder_key(folder))
 
 
 def accuracy_of(pred: dict[str, torch.Tensor], prompt: str) -> dict[str, float]:
@@ -179,8 +216,8 @@ def judge_feature_array(x01: torch.Tensor):
 def ground_truth_fid(ctx) -> dict[str, float]:
     """extra_metrics plugin: judge-feature FID to the prompt's ground truth and to the source domain."""
     feats = folder_features(ctx.samples_dir)
-    target = folder_features(refs.reference_dir(ctx.prompt))
-    source = folder_features(refs.reference_dir(None))
+    target = reference_features(refs.reference_dir(ctx.prompt))
+    source = reference_features(refs.reference_dir(None))
     return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
 
 

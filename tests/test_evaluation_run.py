@@ -89,8 +89,10 @@ def test_evaluate_run_and_only_missing(world, tmp_path, capsys):
     assert run.data.params["eval.latents.sha256"] == sha256_file(world["root"] / "latents.pt")
     arts = {a.path for a in client.list_artifacts(rid, "eval")}
     assert {"eval/manifest.json", "eval/strip.png"} <= arts
-    # the source generator was sampled with the same latents for the plugin
-    src_manifest = json.loads((tmp_path / "evals" / rid / "source_samples" / "manifest.json").read_text())
+    # the source generator was sampled with the same latents for the plugin (once, in the shared cache folder)
+    shared = list((world["root"] / "cache" / "source_samples").glob("*/manifest.json"))
+    assert len(shared) == 1
+    src_manifest = json.loads(shared[0].read_text())
     assert src_manifest["latents_sha256"] == json.loads(
         (tmp_path / "evals" / rid / "samples" / "manifest.json").read_text())["latents_sha256"]
 
