@@ -16,6 +16,8 @@ In an EvalConfig:
 - `ground_truth_fid`: FID (judge features) of the samples against the prompt's ground-truth reference set
   (pocket.refs, written on first use) and against the source set. evaluation's own `fid.reference` is one
   folder per sweep; a multi-prompt pocket sweep needs one per prompt, which this plugin resolves by prompt.
+  A reference set's judge features are computed once per machine and kept in its folder
+  (`.judge_features-<weights>-<environment>.npz`), not once per worker and prompt.
 The three plugins score every prompt the pocket world can render (pocket/prompts.py: the words of the world's
 captions; docs/pocket.md "Any prompt"): each carries `check_prompts(prompts)`, which evaluation's preflight
 calls when a sweep is validated, so a sweep with a prompt the world cannot render is refused before training,
