@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import textwrap
 import sys
 
 import pytest
@@ -143,3 +144,28 @@ def test_cli_adapt_runs_tiny_models(tiny_models, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trainables", "adapt", "--config", str(path),
                           "--set", "guidance.cfg_scal=3"], cwd=REPO, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "guidance.cfg_scal: unknown field" in bad.stderr
+
+
+def test_train_threads_also_bound_numpy_blas_pools(tiny_models, tmp_path):
+    """train.threads sizes torch's pool AND numpy/scipy's BLAS pools (evaluation's sqrtm runs in the same process);
+    in a fresh process, so the limit does not leak into this one."""
+    code = textwrap.dedent(f"""
+        import json, numpy, threadpoolctl
+        from conftest import tiny_adapt_dict
+        from trainables.config_io import validate_config
+        from trainables.loop import adapt
+        before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        cfg = validate_config(tiny_adapt_dict({{k: __import__("pathlib").Path(v) for k, v in {json.dumps({k: str(v) for k, v in tiny_models.items()})}.items()}},
+                              __import__("pathlib").Path({str(tmp_path)!r}), train__threads=1, train__iterations=1))
+        adapt(cfg, progress=False)
+        import scipy.linalg   # loaded after the limit (as evaluation's FID loads it): its own OpenBLAS
+        after = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        print(json.dumps({{"before": before, "after": after}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "2",
+           "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pools = json.loads(out.stdout.strip().splitlines()[-1])
+    assert pools["before"] and max(pools["before"]) == 2, pools     # the machine-sized pool the test starts from
+    assert len(pools["after"]) > len(pools["before"]) and pools["after"] == [1] * len(pools["after"]), pools

@@ -216,7 +216,7 @@ class TrainConfig(_Strict):
     sample_seed: int = 0                                 # grid latents: the same for every run and method
     checkpoint_every: int = Field(0, ge=0)               # resumable checkpoint interval (0 = only final)
     device: str = "auto"                                 # auto | cpu | cuda | cuda:N
-    threads: int | None = Field(None, ge=1)              # torch intra-op threads on CPU
+    threads: int | None = Field(None, ge=1)              # torch intra-op (and numpy/scipy BLAS) threads on CPU
 
 
 class AdaptConfig(_Strict):

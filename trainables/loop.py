@@ -22,7 +22,7 @@ from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
 from .checkpointing import load_train_state, restore_rng, save_train_state
 from .config import AdaptConfig
 from .config_io import dump_config
-from .devices import resolve_device
+from .devices import resolve_device, set_cpu_threads
 from .generator_kinds import generator_kind
 from .grids import save_rows
 from .guidance import build_guidance
@@ -83,7 +83,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
           guidance=None, progress: bool = True) -> AdaptResult:
     """Adapt `cfg.generator` toward `cfg.prompt`; returns where the adapted generator and grids are."""
     if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+        set_cpu_threads(cfg.train.threads)      # torch and the BLAS pools (evaluation runs in this process too)
     device = resolve_device(cfg.train.device, field="train.device")
     out = Path(cfg.output_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
