@@ -41,8 +41,15 @@ def search_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFram
 
 
 def agreement(runs: pd.DataFrame) -> dict[str, float]:
-    """Sign-aligned Spearman correlation of CLIP score with each ground-truth metric (+1 = same order)."""
+    """Sign-aligned Spearman correlation of CLIP score with each ground-truth metric (+1 = same order); NaN where
+    the metric is the same on every trial (no order to agree with)."""
     return {m: sign * spearman(runs[CLIP], runs[m]) for m, (_, _, sign) in GROUND_TRUTH.items() if m in runs}
+
+
+def _agreement_text(runs: pd.DataFrame, m: str, v: float) -> str:
+    if v == v:
+        return f"{GROUND_TRUTH[m][0]} {v:+.2f}"
+    return f"{GROUND_TRUTH[m][0]} n/a (the same {format(runs[m].iloc[0], GROUND_TRUTH[m][1])} on every trial)"
 
 
 def trials_table(runs: pd.DataFrame) -> str:
@@ -98,7 +105,7 @@ def report(experiments: list[str], fixed_experiment: str | None = None, tracking
         out.append(f"### {name}: '{runs['prompt'].iloc[0]}' ({len(runs)} trials)\n")
         out.append(trials_table(runs) + "\n")
         out.append("CLIP score vs ground truth, Spearman (sign-aligned, +1 = same order): "
-                   + ", ".join(f"{GROUND_TRUTH[m][0]} {v:+.2f}" for m, v in agree.items())
+                   + ", ".join(_agreement_text(runs, m, v) for m, v in agree.items())
                    + (f"; the CLIP-chosen trial ranks {gt_rank} of {len(runs)} by FID to ground truth" if gt_rank else "")
                    + "\n")
         out.append(versus_fixed(runs, fixed) + "\n")

@@ -41,3 +41,9 @@ def test_versus_fixed_reports_the_chosen_trial_and_the_fixed_seeds():
     assert lines[2].startswith("| CLIP-chosen") and "| 30.0 |" in lines[2] and "60.0" in lines[2]
     assert "seed 0 | 25.0 |" in lines[3] and "70.0" in lines[3]          # the fixed run of the search's seed
     assert "3 seeds | 27.0 ± 2.0 |" in lines[4] and "80.0 ± 10.0" in lines[4]   # the other method is not mixed in
+
+
+def test_a_constant_ground_truth_metric_has_no_order_to_agree_with():
+    agree = agreement(_runs([30.0, 20.0, 10.0], [0.0, 0.0, 0.0], [50.0, 80.0, 120.0]))
+    assert agree["eval/pocket/prompt_accuracy"] != agree["eval/pocket/prompt_accuracy"]     # NaN
+    assert agree["eval/pocket/fid_gt"] == pytest.approx(1.0)
