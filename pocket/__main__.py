@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     sm.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     sm.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
     sm.add_argument("--no-frozen", action="store_true", help="skip the unadapted generator's column")
+    sm.add_argument("--label-params", nargs="+", default=[], metavar="PARAM",
+                    help="config fields to show in the method labels, e.g. reg.reconstruction.weight")
     fg = sub.add_parser("figures", help="one comparison PNG per prompt of a pocket sweep (frozen row first)")
     fg.add_argument("--experiment", default="pocket-table")
     fg.add_argument("--seed", type=int, default=0, help="the trial seed each configuration row shows")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         from .summary import summary  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 
         try:
-            print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen))
+            print(summary(args.experiment, args.tracking_uri, args.parent, with_frozen=not args.no_frozen,
+                          label_params=tuple(args.label_params)))
         except (ValueError, KeyError) as exc:     # unknown experiment; a prompt outside the pocket catalogue
             raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     elif args.cmd == "figures":

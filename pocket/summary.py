@@ -37,8 +37,10 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
-              params: tuple[str, ...] = ()) -> pd.DataFrame:
-    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri(), params=params)   # sweeps' default
+              params: tuple[str, ...] = (), label_params: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The newest sweep's trial runs; `label_params` are shown in the method label ('Fusion (reg.x=0.3)')."""
+    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri(), extra_params=label_params,
+                          params=params)   # where sweeps log by default
     if runs.empty:
         raise SystemExit(f"experiment {experiment!r} has no trial runs; run `python -m sweeps run "
                          f"sweeps/pocket/table.yaml` first (or pass --tracking-uri)")
@@ -133,8 +135,8 @@ def missing_metrics(runs: pd.DataFrame) -> str:
 
 
 def summary(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
-            with_frozen: bool = True) -> str:
-    runs = load_runs(experiment, tracking_uri, parent)
+            with_frozen: bool = True, label_params: tuple[str, ...] = ()) -> str:
+    runs = load_runs(experiment, tracking_uri, parent, label_params=label_params)
     frozen = frozen_baseline(sorted(runs["prompt"].unique())) if with_frozen else None
     missing = missing_metrics(runs)
     return (f"{len(runs)} trial runs, sweep run {runs['parent_run_id'].iloc[0]}\n\n" + by_kind(runs)
