@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from trainables import model_cache
 from trainables.devices import DTYPES, resolve_device
-from trainables.guidance.clip_models import load_open_clip
+from trainables.guidance.clip_models import cached_open_clip
 
 from .sampling import list_images
 
@@ -48,13 +47,8 @@ def metric_suffix(name: str, pretrained: str) -> str:
 
 def load_clip(name: str, pretrained: str, device: str | torch.device = "cpu", precision: str = "fp32",
               quick_gelu: bool | None = None):
-    """The frozen open_clip model (cached per sweep worker; a plain build outside sweep trials)."""
-    dtype = DTYPES[precision]
-    # the key of NADA's critic (trainables/guidance/nada.py) when the activation is automatic, so both share it
-    forced = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
-    return model_cache.cached(
-        "open_clip", lambda: load_open_clip(name, pretrained, device=device, dtype=dtype, quick_gelu=quick_gelu),
-        refs=(name, pretrained), device=torch.device(device), dtype=dtype, **forced)
+    """The frozen open_clip model (cached per sweep worker, under NADA's key; a plain build outside sweep trials)."""
+    return cached_open_clip(name, pretrained, device=device, dtype=DTYPES[precision], quick_gelu=quick_gelu)
 
 
 def score_from_cosines(cos: torch.Tensor) -> ClipScore:

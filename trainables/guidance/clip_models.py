@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import try_to_load_from_cache
 
+from .. import model_cache
 from ..errors import ModelNotFoundError
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -414,3 +415,14 @@ def preprocess_differentiable(images: torch.Tensor, loaded: LoadedClip, antialia
     std = torch.tensor(loaded.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     dtype = next(loaded.model.parameters()).dtype
     return ((x - mean) / std).to(dtype)
+
+
+def cached_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32, quick_gelu: bool | None = None) -> LoadedClip:
+    """`load_open_clip` through the per-worker frozen-model cache (trainables/model_cache.py: on inside sweep
+    trials only, a plain load elsewhere). One key for every caller, so NADA's critic and evaluation's CLIP score
+    share one model when they name the same (model, weights, device, dtype, activation)."""
+    forced = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    return model_cache.cached(
+        "open_clip", lambda: load_open_clip(name, pretrained, device=device, dtype=dtype, quick_gelu=quick_gelu),
+        refs=(name, pretrained), device=torch.device(device), dtype=dtype, **forced)

@@ -106,6 +106,12 @@ def reconstruction_latent_grad(e: torch.Tensor, z_t: torch.Tensor, z_frozen: tor
             mse.detach())
 
 
+def _prompt_texts(variant, prompt: str, source_prompt: str | None) -> dict[str, str]:
+    """Prompt key -> text for a run: the target and CFG's unconditional text (the regularizers read both), then
+    whatever the variant adds (its source or negative prompt)."""
+    return {TARGET: prompt, UNCOND: variant.cfg.negative_prompt, **variant.texts(prompt, source_prompt)}
+
+
 # ------------------------------------------------------------------ the guidance object
 class FusionGuidance:
     """Score distillation guidance (+ directional / reconstruction / LPIPS regularizers).
@@ -164,14 +170,13 @@ class FusionGuidance:
         """Every text this guidance embeds for a run (its variant's prompts; the regularizers read prompt and
         guidance.negative_prompt), e.g. to provide embeddings to a model built without a text encoder."""
         variant = SCORE_VARIANTS.load(guidance_cfg.variant)(guidance_cfg)
-        return list(dict.fromkeys([prompt, guidance_cfg.negative_prompt,
-                                   *variant.texts(prompt, source_prompt).values()]))
+        return list(dict.fromkeys(_prompt_texts(variant, prompt, source_prompt).values()))
 
     def prepare(self, prompt: str, source_prompt: str | None = None) -> None:
         """Text embeddings once per prompt: cond = prompt, uncond = cfg.negative_prompt, and the variant's own
         (source or negative prompt)."""
         self.prompt, self.source_prompt = prompt, source_prompt
-        texts = {TARGET: prompt, UNCOND: self.cfg.negative_prompt, **self.variant.texts(prompt, source_prompt)}
+        texts = _prompt_texts(self.variant, prompt, source_prompt)
         self._emb = {key: self.model.embed(text) for key, text in texts.items()}
         self._cond, self._uncond = self._emb[TARGET], self._emb[UNCOND]
 
@@ -193,7 +198,7 @@ class FusionGuidance:
     # -------------------------------------------------------------- internals
     @property
     def needs_frozen(self) -> bool:
-        """Whether `backward` reads the frozen generator's render (only the regularizers do)."""
+        """Whether `backward` reads the frozen generator's render (the regularizers and the DDS variant do)."""
         return self.variant.needs_frozen or self.uses_directional or self.uses_reconstruction or self.uses_lpips
 
     @property
@@ -234,8 +239,10 @@ class FusionGuidance:
             x_frozen = x_frozen.to(self.device).detach()
         do_reg = not sds_only and (self.uses_directional or self.uses_reconstruction)
         do_lpips = not sds_only and self.uses_lpips
-        if (do_reg or do_lpips or self.variant.needs_frozen) and x_frozen is None:
-            raise ValueError(f"the regularizers and variant {self.variant.name!r} need x_frozen")
+        if x_frozen is None and (do_reg or do_lpips or self.variant.needs_frozen):
+            readers = ([f"variant {self.variant.name!r}"] if self.variant.needs_frozen else []) + \
+                      (["the regularizers"] if do_reg or do_lpips else [])
+            raise ValueError(f"{' and '.join(readers)} read the frozen render: pass x_frozen")
         fn = self._step_reference if self.engine == "reference" else self._step_fast
         metrics = fn(x_train, x_frozen, t, rng, do_reg, do_lpips)
         a = self.model.alpha_bar(t)

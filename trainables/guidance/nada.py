@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .. import model_cache
-from .clip_models import LoadedClip, load_open_clip
+from .clip_models import LoadedClip, cached_open_clip
 from ..devices import DTYPES
 from .fusion import inject_gradient
 
@@ -64,10 +63,8 @@ class NadaGuidance:
             dtype = DTYPES[dtype]
         self.dtype = dtype
         if models is None:
-            models = [(model_cache.cached(   # off unless a sweep trial (trainables/model_cache.py)
-                "open_clip", lambda ref=ref: load_open_clip(ref.name, ref.pretrained, device=self.device, dtype=dtype),
-                refs=(ref.name, ref.pretrained), device=self.device, dtype=dtype), ref.weight)
-                for ref in nada_cfg.clip_models]
+            models = [(cached_open_clip(ref.name, ref.pretrained, device=self.device, dtype=dtype), ref.weight)
+                      for ref in nada_cfg.clip_models]
         self.models = models
         names = [m.name for m, _ in models]
         self.keys = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
