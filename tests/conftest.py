@@ -123,6 +123,27 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory) -> Path:
+    """A tiny random SD-layout pipeline directory (trainables.testing.build_tiny_sd, seed 0), one per test module
+    (the guidance, fidelity and variant tests load it with their own options)."""
+    from trainables.testing import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd", seed=0)
+
+
+@pytest.fixture
+def model_cache_on():
+    """The frozen-model cache on (bound 4, as in a sweep worker) for one test, off and empty afterwards: the rest
+    of the suite loads fresh models."""
+    from trainables import model_cache
+
+    model_cache.disable()
+    model_cache.enable(4)
+    yield model_cache
+    model_cache.disable()
+
+
 def tiny_adapt_dict(models: dict[str, Path], out: Path, **over) -> dict:
     """An AdaptConfig mapping for the tiny models (CPU, a few steps)."""
     cfg = {

@@ -40,7 +40,6 @@ from evaluation.sampling import (SOURCE_SAMPLES_DIR, list_images, load_images, s
                                  shared_source_samples)
 from pocket import refs  # noqa: E402
 from pocket import world as W  # noqa: E402
-from trainables import model_cache  # noqa: E402
 from trainables.config import NadaConfig  # noqa: E402
 from trainables.generators import load_generator, save_rosinality  # noqa: E402
 from trainables.guidance.clip_models import load_open_clip  # noqa: E402
@@ -50,15 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 POCKET_G = REPO / "pocket" / "models" / "stylegan2" / "pocket-circles-32.pt"
 POCKET_CLIP = (REPO / "pocket" / "models" / "clip" / "pocket-clip.json",
                REPO / "pocket" / "models" / "clip" / "open_clip_model.safetensors")
-
-
-@pytest.fixture
-def cache():
-    """The frozen-model cache on (as in a sweep worker) for one test, off and empty afterwards."""
-    model_cache.disable()
-    model_cache.enable(4)
-    yield model_cache
-    model_cache.disable()
 
 
 def _pixels(folder: Path) -> np.ndarray:
@@ -83,7 +73,7 @@ def _clear_pocket_caches() -> None:
 
 
 # ---- CLIP score through the model cache --------------------------------------------------------------
-def test_clip_score_model_comes_from_the_cache_nada_fills(tiny_models, tmp_path, cache, one_torch_thread):
+def test_clip_score_model_comes_from_the_cache_nada_fills(tiny_models, tmp_path, model_cache_on, one_torch_thread):
     name, weights = str(tiny_models["clip_config"]), str(tiny_models["clip_weights"])
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -93,11 +83,11 @@ def test_clip_score_model_comes_from_the_cache_nada_fills(tiny_models, tmp_path,
         Image.fromarray(arr).save(folder / f"{i:05d}.png")
     cfg = EvalConfig(device="cpu", batch_size=4, clip=dict(models=[dict(name=name, pretrained=weights)]))
     nada = NadaGuidance(NadaConfig(clip_models=[dict(name=name, pretrained=weights)]), "cpu")   # a NADA trial
-    assert cache.stats().misses == 1 and cache.stats().hits == 0
+    assert model_cache_on.stats().misses == 1 and model_cache_on.stats().hits == 0
     got = clip_scores(folder, "a red square", cfg)
-    assert cache.stats().misses == 1 and cache.stats().hits == 1      # NADA's CLIP served the score
+    assert model_cache_on.stats().misses == 1 and model_cache_on.stats().hits == 1      # NADA's CLIP served the score
     again = clip_scores(folder, "a red square", cfg)
-    assert cache.stats().misses == 1 and cache.stats().hits == 2 and again == got
+    assert model_cache_on.stats().misses == 1 and model_cache_on.stats().hits == 2 and again == got
 
     fresh = load_open_clip(name, weights, device="cpu", dtype=torch.float32)   # the old way: its own load
     assert fresh.model is not nada.models[0][0].model
@@ -110,7 +100,7 @@ def test_clip_score_model_comes_from_the_cache_nada_fills(tiny_models, tmp_path,
     forced = cfg.model_copy(update={"clip": cfg.clip.model_copy(
         update={"models": [cfg.clip.models[0].model_copy(update={"quick_gelu": False})]})})
     assert clip_scores(folder, "a red square", forced) == got
-    assert cache.stats().misses == 2
+    assert model_cache_on.stats().misses == 2
 
 
 # ---- source samples rendered once -------------------------------------------------------------------
@@ -242,7 +232,7 @@ def _old_way(samples: Path, prompt: str, cfg: EvalConfig, old_source: Path) -> d
             **{f"eval/{k}": float(v) for k, v in plugin.items()}}
 
 
-def test_demo_evaluation_block_metrics_equal_the_old_way(tmp_path, cache, monkeypatch, one_torch_thread):
+def test_demo_evaluation_block_metrics_equal_the_old_way(tmp_path, model_cache_on, monkeypatch, one_torch_thread):
     block = yaml.safe_load((REPO / "sweeps" / "pocket" / "demo.yaml").read_text())["evaluation"]
     block["clip"]["models"] = [{"name": str(POCKET_CLIP[0]), "pretrained": str(POCKET_CLIP[1])}]
     cfg = EvalConfig.model_validate(dict(block, num_samples=64, cache_dir=str(tmp_path / "cache")))
@@ -268,7 +258,7 @@ def test_demo_evaluation_block_metrics_equal_the_old_way(tmp_path, cache, monkey
         adapted = _perturbed(POCKET_G, tmp_path / f"adapted{i}.pt", seed=10 + i)
         metrics, _ = evaluate_generator(adapted, prompt, cfg, tmp_path / f"trial{i}", source_generator=POCKET_G)
         assert not metrics.errors, {u: e.reason for u, e in metrics.errors.items()}
-        results.append((metrics, list(ref_passes), list(renders), cache.stats()))
+        results.append((metrics, list(ref_passes), list(renders), model_cache_on.stats()))
     monkeypatch.undo()
 
     metrics1, passes1, renders1, stats1 = results[1]

@@ -23,7 +23,6 @@ from trainables.generators import load_generator, save_rosinality
 from trainables.guidance.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
 from trainables.loop import adapt
-from trainables.testing import build_tiny_sd
 from sweeps.spec import load_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,11 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 B, SIZE = 2, 24     # generator output 24x24; the tiny VAE takes IMG=16 (sd_reference)
 PROMPT = "a red square"
 REL = 2e-4       # fp32 engine vs float64 reference, relative to max |reference| (measured spread ~1e-6)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("sd_fid") / "sd", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +340,6 @@ def test_nada_image_size_resizes_and_clamps(tiny_models):
 # ---- the paper sweep files carry the authors' runs (docs/fidelity.md, table 1) ---------------------------
 def _configs(name):
     return [t.config for t in load_sweep(REPO / "sweeps/paper" / name).trials]
-
 
 
 def test_paper_sweeps_use_the_authors_runs(monkeypatch):

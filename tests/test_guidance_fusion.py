@@ -8,7 +8,6 @@ written on.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.guidance.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
-from sd_reference import IMG, U32, encode, eps_cfg, rms_normalize, to_float64, vae_input
+from sd_reference import IMG, encode, eps_cfg, rms_normalize, to_float64, vae_input
 from trainables.testing import build_tiny_sd, build_tiny_text_encoder
 
 B, SIZE = 2, 24                   # generator output 24x24 resized to the tiny VAE's IMG=16 (latents 8x8)
@@ -37,11 +36,6 @@ FP32_SAFETY = 32.0
 
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.numeric]
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from trainables.guidance.fusion import FusionGuidance
 from trainables.generators import load_generator
 from trainables.loop import adapt
 from trainables.registry import SCORE_VARIANTS
-from trainables.testing import build_tiny_sd
 
 B, SIZE = 2, 24
 PROMPT, SOURCE, NEG = "a red square", "a blue circle", "a green triangle"   # NEG: the variants' negative prompt
@@ -38,11 +37,6 @@ FP32_SAFETY = 32.0      # as tests/test_guidance_fusion.py (measured ratios ther
 VARIANTS = ("sds", "nfsd", "csd", "delta", "dds")
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.numeric]
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -31,15 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cache():
-    """The cache on for one test (bound 4), off and empty afterwards: the rest of the suite loads fresh."""
-    model_cache.disable()
-    model_cache.enable(4)
-    yield model_cache
-    model_cache.disable()
-
-
-@pytest.fixture
 def own_models(tiny_models, tmp_path) -> dict[str, Path]:
     """A private copy of the tiny models (tests here touch and resize files; the session fixture stays intact)."""
     shutil.copytree(tiny_models["sd"], tmp_path / "sd")
@@ -67,20 +58,20 @@ def test_off_by_default_two_builds_give_two_objects(own_models, tmp_path, one_to
     assert model_cache.size() == 0 and model_cache.stats().hits == 0
 
 
-def test_hit_returns_the_same_object(cache, own_models, tmp_path, one_torch_thread):
+def test_hit_returns_the_same_object(model_cache_on, own_models, tmp_path, one_torch_thread):
     cfg = _cfg(own_models, tmp_path / "run")
     a = _fusion(cfg)
     b = _fusion(cfg.model_copy(update={"seed": 7, "prompt": "a blue circle"}))   # not part of the model's key
     assert b.model is a.model
     n1, n2 = NadaGuidance.from_config(cfg, "cpu"), NadaGuidance.from_config(cfg, "cpu")
     assert n2.models[0][0] is n1.models[0][0]
-    s = cache.stats()
-    assert (s.hits, s.misses, cache.size()) == (2, 2, 2)
+    s = model_cache_on.stats()
+    assert (s.hits, s.misses, model_cache_on.size()) == (2, 2, 2)
     # the shared model is still frozen after a guidance used it
     assert not any(p.requires_grad for p in b.model.unet.parameters())
 
 
-def test_changed_file_mtime_or_size_is_a_miss(cache, own_models, tmp_path, one_torch_thread):
+def test_changed_file_mtime_or_size_is_a_miss(model_cache_on, own_models, tmp_path, one_torch_thread):
     cfg = _cfg(own_models, tmp_path / "run")
     first = _fusion(cfg).model
     unet_cfg = own_models["sd"] / "unet" / "config.json"
@@ -99,10 +90,10 @@ def test_changed_file_mtime_or_size_is_a_miss(cache, own_models, tmp_path, one_t
     st = w.stat()
     os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     assert NadaGuidance.from_config(cfg, "cpu").models[0][0] is not clip
-    assert cache.stats().misses == 5
+    assert model_cache_on.stats().misses == 5
 
 
-def test_changed_dtype_or_image_size_is_a_miss(cache, own_models, tmp_path, one_torch_thread):
+def test_changed_dtype_or_image_size_is_a_miss(model_cache_on, own_models, tmp_path, one_torch_thread):
     base = _cfg(own_models, tmp_path / "run")
     fp32 = _fusion(base).model
     resized = _fusion(_cfg(own_models, tmp_path / "run", guidance__image_size=32)).model
@@ -111,31 +102,31 @@ def test_changed_dtype_or_image_size_is_a_miss(cache, own_models, tmp_path, one_
     assert (fp32.image_size, resized.image_size) == (16, 32)
     assert bf16.dtype == torch.bfloat16 and next(bf16.unet.parameters()).dtype == torch.bfloat16
     assert len({id(fp32), id(resized), id(bf16), id(reference)}) == 4
-    assert _fusion(base).model is fp32 and cache.stats().misses == 4
+    assert _fusion(base).model is fp32 and model_cache_on.stats().misses == 4
     # what the key is made of, checked directly: dtype and device by name, every other argument by value
     key = model_cache.make_key("k", (str(own_models["sd"]),), {"dtype": torch.float16, "device": torch.device("cpu")})
     assert key[2] == (("device", "cpu"), ("dtype", "torch.float16"))
 
 
-def test_bound_evicts_the_least_recently_used(cache):
-    cache.enable(2)
+def test_bound_evicts_the_least_recently_used(model_cache_on):
+    model_cache_on.enable(2)
     built: list[str] = []
 
     def get(name: str) -> object:
-        return cache.cached("test", lambda: built.append(name) or object(), name=name)
+        return model_cache_on.cached("test", lambda: built.append(name) or object(), name=name)
 
     a = get("a")
     get("b")
     assert get("a") is a                 # a is now the most recently used
     get("c")                             # over the bound: evicts b (least recently used), not a
-    assert cache.size() == 2 and get("a") is a
+    assert model_cache_on.size() == 2 and get("a") is a
     get("b")                             # b was evicted: built again (and c goes)
     assert built == ["a", "b", "c", "b"]
-    assert cache.stats().evictions == 2
-    cache.enable(1)                      # a smaller bound applies at once
-    assert cache.size() == 1
-    cache.enable(0)                      # 0 = off: builds every time, holds nothing
-    assert not cache.enabled() and cache.size() == 0
+    assert model_cache_on.stats().evictions == 2
+    model_cache_on.enable(1)                      # a smaller bound applies at once
+    assert model_cache_on.size() == 1
+    model_cache_on.enable(0)                      # 0 = off: builds every time, holds nothing
+    assert not model_cache_on.enabled() and model_cache_on.size() == 0
     assert get("x") is not get("x")
 
 
