@@ -4,7 +4,7 @@
     python benchmarks/cost_vs_measured.py --device cpu --tiny      # plumbing check on this machine (tiny models)
 
 Builds the real modules from the same architecture configs the cost model traces (random weights: speed and
-memory do not depend on the values), runs `trainables.step.Trainer.step` (the loop's step) for warm-up + timed
+memory do not depend on the values), runs `trainables.adaptation.step.Trainer.step` (the loop's step) for warm-up + timed
 steps, and prints measured ms/step and `torch.cuda.max_memory_allocated` next to `trainables.cost.model.estimate`.
 `benchmarks/gpu_check.sh` runs it when a GPU machine is lent.
 """
@@ -20,11 +20,11 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from trainables.config_io import load_config
 from trainables.cost.model import SD1_UNET, SD1_VAE, _default_dtype, estimate
-from trainables.generator_kinds import generator_kind
+from trainables.generators.kinds import generator_kind
 from trainables.generators import StyleGAN2, StyleGAN2Config
-from trainables.guidance.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod
+from trainables.frozen.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod
 from trainables.guidance.fusion import FusionGuidance
-from trainables.step import Trainer
+from trainables.adaptation.step import Trainer
 from trainables.testing import tiny_unet_config, tiny_vae_config
 
 BASE = os.path.join(os.path.dirname(__file__), "..", "sweeps", "paper", "base", "ffhq_1024.yaml")

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evaluation.config import EvalConfig
     from evaluation.runner import evaluate_run
-    from trainables import model_cache
+    from trainables.frozen import model_cache
     from trainables.generators import load_generator, save_rosinality
 
     torch.set_num_threads(1)

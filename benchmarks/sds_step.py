@@ -33,9 +33,9 @@ from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from trainables import testing  # noqa: E402
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig  # noqa: E402
-from trainables.guidance.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod  # noqa: E402
+from trainables.frozen.diffusion_model import DTYPES, FrozenDiffusion, sd_alphas_cumprod  # noqa: E402
 from trainables.guidance.fusion import FusionGuidance  # noqa: E402
-from trainables.guidance.tokenizer import build_clip_tokenizer  # noqa: E402
+from trainables.frozen.tokenizer import build_clip_tokenizer  # noqa: E402
 
 REGS = {
     "none": {},

@@ -9,9 +9,9 @@ Images: the saved PNGs as PIL images through the model's own evaluation transfor
 `image_transform(..., is_train=False)`: bicubic antialiased resize, centre crop, normalise), as other
 CLIP-score tools do -- not NADA's differentiable training preprocessing. The prompt is tokenised once,
 without templates. The model is built with the activation its weights were trained with
-(`trainables.guidance.clip_models.resolve_quick_gelu`: QuickGELU for OpenAI's weights). The model name and
+(`trainables.frozen.clip_models.resolve_quick_gelu`: QuickGELU for OpenAI's weights). The model name and
 pretrained tag are logged with every number (`eval.clip.model`, `eval.clip.pretrained`).
-Inside a sweep trial the model comes from the worker's frozen-model cache (`trainables.model_cache`, on only
+Inside a sweep trial the model comes from the worker's frozen-model cache (`trainables.frozen.model_cache`, on only
 there), under the key NADA's critic uses for the same (model, weights, device, dtype): a reused worker, or a
 NADA trial that loaded the same CLIP, does not build it again. Outside a sweep every call builds it.
 """
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from trainables.devices import DTYPES, resolve_device
-from trainables.guidance.clip_models import cached_open_clip
+from trainables.frozen.clip_models import cached_open_clip
 
 from .sampling import list_images
 

@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from trainables.config_io import apply_overrides
+from trainables.settings import StrictModel as _Strict
 
 CLEANFID_INCEPTION = "/tmp/inception-2015-12-05.pt"   # where clean-fid loads (and would download) Inception
 DEFAULT_CACHE_DIR = "~/.cache/sgf-evaluation"          # latents, reference statistics
-
-
-class _Strict(BaseModel):
-    """Base: unknown fields are errors (a typo in a sweep file must not be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _check_import_path(value: str) -> str:
@@ -194,15 +191,5 @@ def load_eval_config(path: str | Path | None = None, overrides: list[str] | None
         data = yaml.safe_load(Path(path).read_text()) or {}
         if set(data) == {"eval"}:
             data = data["eval"] or {}
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+    data = apply_overrides(data, overrides)
     return EvalConfig.model_validate(data)

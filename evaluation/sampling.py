@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
-from trainables.generator_kinds import generator_kind, load_any
+from trainables.generators.kinds import generator_kind, load_any
 
 MANIFEST = "manifest.json"
 SOURCE_SAMPLES_DIR = "source_samples"   # under EvalConfig.cache_dir: the shared source-generator samples
@@ -138,7 +138,7 @@ def sample_to_folder(
 ) -> dict[str, Any]:
     """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest.
 
-    `kind` (trainables.generator_kinds) says how latents become images: StyleGAN2 by default; EG3D renders
+    `kind` (trainables.generators.kinds) says how latents become images: StyleGAN2 by default; EG3D renders
     fixed (z, camera) pairs."""
     kind = kind or generator_kind("stylegan2")
 

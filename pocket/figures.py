@@ -34,13 +34,13 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from tracking import default_tracking_uri, experiment_runs, mlflow_client, retry, slug
-from trainables.grids import save_rows
+from trainables.adaptation.grids import save_rows
 from trainables.registry import SCORE_VARIANTS
 
 from . import world as W
 from .summary import frozen_baseline
 
-GRID_ARTIFACT = "samples/final.png"            # the loop's final grid, logged by trainables.tune under samples/
+GRID_ARTIFACT = "samples/final.png"            # the loop's final grid, logged by trainables.adaptation.tune under samples/
 GRID_PAD = inspect.signature(save_rows).parameters["pad"].default    # the loop writes grids with this pad
 ACCURACY, PRESERVATION = "eval/pocket/prompt_accuracy", "eval/pocket/preservation"
 REGULARIZERS = {"directional": "dir", "reconstruction": "recon", "lpips": "lpips"}   # label names, in order;
@@ -206,7 +206,7 @@ def split_grid(grid: np.ndarray, n_cols: int | None = None, pad: int = GRID_PAD)
     w = (width - pad) / n - pad if n else 0
     if not (h >= 1 and w >= 1 and float(h).is_integer() and float(w).is_integer() and float(n).is_integer()):
         raise GridError(f"a {height}x{width} image is not two rows of {n_cols or 'square'} cells with {pad} px "
-                        f"padding (trainables.grids.save_rows' layout)")
+                        f"padding (trainables.adaptation.grids.save_rows' layout)")
     h, w, n = int(h), int(w), int(n)
     rows = [np.stack([grid[pad + i * (h + pad): pad + i * (h + pad) + h, pad + j * (w + pad): pad + j * (w + pad) + w]
                       for j in range(n)]) for i in range(2)]

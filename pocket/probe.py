@@ -1,6 +1,6 @@
 """`python -m pocket probe`: a quick score-distillation experiment that finds pocket Fusion/NADA settings.
 
-Runs `trainables.loop.adapt` on the pocket-StyleGAN2 for a few prompts and settings, then reads the adapted
+Runs `trainables.adaptation.loop.adapt` on the pocket-StyleGAN2 for a few prompts and settings, then reads the adapted
 generator with the judge: prompt accuracy (the prompted attributes are there), preservation (the others are
 kept from G_frozen(w)) and in-domain-ness of the source. The numbers go to models/build.json ("probe")
 and docs/pocket.md quotes them. The paper's CFG 100 is one of the settings tried.
@@ -18,7 +18,7 @@ import torch
 from trainables.config import AdaptConfig
 from trainables.config_io import set_dotted
 from trainables.generators import load_generator
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 
 from . import world as W
 from .common import CLIP_CONFIG, CLIP_WEIGHTS, SD_DIR, STYLEGAN_PATH, log, record

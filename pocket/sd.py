@@ -19,7 +19,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffus
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from trainables.guidance.tokenizer import build_clip_tokenizer
+from trainables.frozen.tokenizer import build_clip_tokenizer
 
 from . import world as W
 from .common import CACHE, SD_DIR, log, optimizer_step, record, seed_everything, timer

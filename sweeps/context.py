@@ -31,7 +31,7 @@ class TrialContext(BaseModel):
     trials_dir: str                                   # <storage>/<sweep>/trials: one folder per trial
     parent_run_id: str | None = None                  # the sweep's parent run (mlflow.parentRunId of each trial)
     checkpoint_every: int | None = None               # sweep override of train.checkpoint_every
-    entrypoint: str = "trainables.loop:adapt"         # module:function with adapt's signature
+    entrypoint: str = "trainables.adaptation.loop:adapt"         # module:function with adapt's signature
     evaluation: EvalConfig | None = None              # the sweep's `evaluation:` (None: no evaluation stage)
     log_generator_max_mb: float = Field(256.0, ge=0)  # log the adapted generator as an artifact below this size
     git_commit: str = "unknown"                       # tag git_commit of every trial run

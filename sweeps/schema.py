@@ -13,17 +13,14 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from evaluation.config import EvalConfig
 from trainables.config import AdaptConfig
 from trainables.cost.gpus import GPUS
+from trainables.settings import StrictModel as _Strict
 
 from .yaml_marks import Marks, dotted
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Resources(_Strict):
@@ -101,7 +98,7 @@ class SweepSpec(_Strict):
     checkpoint_every: int | None = Field(None, ge=0)
     search: Union[GridSearch, AshaSearch, OptunaSearch] = Field(default_factory=GridSearch, discriminator="type")
     evaluation: EvalConfig | None = None        # validated with the sweep (same file:line errors); None = no stage
-    entrypoint: str = "trainables.loop:adapt"   # module:function with adapt's signature
+    entrypoint: str = "trainables.adaptation.loop:adapt"   # module:function with adapt's signature
     log_generator_max_mb: float = Field(256.0, ge=0)  # log the adapted generator as an artifact below this size
 
 

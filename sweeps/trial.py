@@ -21,9 +21,9 @@ import yaml
 from evaluation import evaluate_run
 from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
                                unit_slug)
-from trainables import model_cache
+from trainables.frozen import model_cache
 from trainables.config import AdaptConfig, flatten
-from trainables.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
+from trainables.adaptation.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
 from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
 
 from .context import TrialContext, run_name
@@ -160,7 +160,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         cache_before = model_cache.stats()
         result = adapt(cfg, callbacks=callbacks, resume_from=restored.resume_from)
         cache_after = model_cache.stats()
-        phases.update(getattr(result, "phases", {}) or {})          # load, adapt (trainables.loop)
+        phases.update(getattr(result, "phases", {}) or {})          # load, adapt (trainables.adaptation.loop)
         extra: dict[str, float] = {}
         tic = time.perf_counter()
         if ctx.evaluation is not None:

@@ -136,7 +136,7 @@ def sd_dir(tmp_path_factory) -> Path:
 def model_cache_on():
     """The frozen-model cache on (bound 4, as in a sweep worker) for one test, off and empty afterwards: the rest
     of the suite loads fresh models."""
-    from trainables import model_cache
+    from trainables.frozen import model_cache
 
     model_cache.disable()
     model_cache.enable(4)

@@ -26,7 +26,7 @@ import torch
 from conftest import tiny_adapt_dict
 from trainables.config_io import validate_config
 from trainables.generators import load_generator
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 
 ORACLE_B = 3.0
 STEPS, BATCH, LR = 20, 4, 0.03

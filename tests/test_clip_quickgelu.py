@@ -1,7 +1,7 @@
 """The activation open_clip models are built with: QuickGELU where the weights were trained with it.
 
 open_clip 3.3 builds 'ViT-B-32' / 'ViT-B-16' with nn.GELU even for pretrained='openai' (it only warns);
-`trainables.guidance.clip_models.resolve_quick_gelu` makes the build follow the weights. OpenAI's weights
+`trainables.frozen.clip_models.resolve_quick_gelu` makes the build follow the weights. OpenAI's weights
 cannot be downloaded here: the architecture checks build on the meta device without weights, and the one
 test that goes through `load_open_clip` with the 'openai' tag replaces only open_clip's weight download and
 checkpoint read (mocked: no network, no weights here); everything else is the real open_clip factory.
@@ -22,8 +22,8 @@ from open_clip.transformer import QuickGELU  # noqa: E402
 from evaluation.clip_score import load_clip  # noqa: E402
 from evaluation.config import EvalConfig  # noqa: E402
 from trainables.config import NadaConfig  # noqa: E402
-from trainables.guidance import clip_models as CM  # noqa: E402
-from trainables.guidance.clip_models import (  # noqa: E402
+from trainables.frozen import clip_models as CM  # noqa: E402
+from trainables.frozen.clip_models import (  # noqa: E402
     QuickGeluMismatchError,
     QuickGeluMismatchWarning,
     build_open_clip_architecture,

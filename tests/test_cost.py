@@ -19,7 +19,7 @@ from trainables.cost.model import estimate
 from trainables.cost.counter import CostCounter
 from trainables.generators import load_generator
 from trainables.generators.groups import fusion_trainable_names, set_trainable
-from trainables.guidance.diffusion_model import FrozenDiffusion
+from trainables.frozen.diffusion_model import FrozenDiffusion
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -66,7 +66,7 @@ def _hand_cosines(cfg_path: str, weights: str, folder: Path, prompt: str) -> tor
 
 @pytest.fixture(scope="module")
 def trained_clip(tmp_path_factory):
-    from trainables.guidance.clip_models import load_open_clip, preprocess_differentiable
+    from trainables.frozen.clip_models import load_open_clip, preprocess_differentiable
     from trainables.testing import build_tiny_open_clip
 
     root = tmp_path_factory.mktemp("tinyclip")
@@ -139,7 +139,7 @@ def test_clip_score_equals_hand_computed_clipscore(trained_clip, mixed_folder):
 
 
 def test_clip_score_uses_open_clips_eval_transform_not_the_training_path(trained_clip, mixed_folder):
-    from trainables.guidance.clip_models import load_open_clip, preprocess_differentiable
+    from trainables.frozen.clip_models import load_open_clip, preprocess_differentiable
 
     cfg_path, weights, _ = trained_clip
     loaded = load_open_clip(cfg_path, weights)

@@ -1,6 +1,6 @@
 """What evaluation no longer repeats per trial, and that the numbers are the ones the per-trial way computes.
 
-- CLIP score: the open_clip model comes from `trainables.model_cache` (on only in sweep workers), under the key
+- CLIP score: the open_clip model comes from `trainables.frozen.model_cache` (on only in sweep workers), under the key
   NADA's critic uses, so a NADA trial's CLIP serves the score; scores equal those of a freshly loaded model.
 - Source samples: the frozen source generator is rendered once into `cache_dir/source_samples/<key>` and
   reused by later evaluations; its pixels equal `sample_source_generator` into a fresh folder (the old
@@ -42,7 +42,7 @@ from pocket import refs  # noqa: E402
 from pocket import world as W  # noqa: E402
 from trainables.config import NadaConfig  # noqa: E402
 from trainables.generators import load_generator, save_rosinality  # noqa: E402
-from trainables.guidance.clip_models import load_open_clip  # noqa: E402
+from trainables.frozen.clip_models import load_open_clip  # noqa: E402
 from trainables.guidance.nada import NadaGuidance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Exactly-once metric history: TrackingCallback over a real MLflow store, then the REAL loop in a REAL Ray trial.
 
 The end-to-end test: `python -m sweeps run` (embedded Ray, loopback MLflow server over ./mlruns) runs one trial of
-`trainables.loop.adapt` on the tiny models, checkpoint_every 10. Its worker SIGKILLs itself right after
+`trainables.adaptation.loop.adapt` on the tiny models, checkpoint_every 10. Its worker SIGKILLs itself right after
 step 17 was handed to the callbacks (17 is not a checkpoint step), once: the marker file it writes first
 lets the retry through. The retry resumes from step 10 and replays 11..17. Afterwards MLflow holds exactly
 one point per step for every step metric, the grid of the replayed step 15 was not uploaded again, and the
@@ -20,11 +20,11 @@ import yaml
 
 from conftest import tiny_adapt_dict
 from test_sweeps_ray import driver_log, finish, mlflow_runs, start_driver, sweep_env
-from trainables.callbacks import Callback
+from trainables.adaptation.callbacks import Callback
 from trainables.config_io import validate_config
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 from tracking import RunTracker
-from trainables.tune import TrackingCallback
+from trainables.adaptation.tune import TrackingCallback
 
 ITERATIONS, CHECKPOINT_EVERY, SAMPLE_EVERY, KILL_AT = 24, 10, 5, 17
 
@@ -42,7 +42,7 @@ class _KillOnceAfter(Callback):
 
 
 def adapt_killed_once(cfg, callbacks=(), resume_from=None):
-    """The sweep's entrypoint: trainables.loop.adapt with the killer as the last callback."""
+    """The sweep's entrypoint: trainables.adaptation.loop.adapt with the killer as the last callback."""
     killer = _KillOnceAfter(int(os.environ["EXACTLY_ONCE_KILL_AT"]), Path(cfg.output_dir) / "killed")
     return adapt(cfg, callbacks=[*callbacks, killer], resume_from=resume_from, progress=False)
 

@@ -20,9 +20,9 @@ from sd_reference import IMG, encode, eps_cfg, rms_normalize, vae_input
 from trainables.config import AdaptConfig, DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
 from trainables.generators import load_generator, save_rosinality
-from trainables.guidance.diffusion_model import FrozenDiffusion
+from trainables.frozen.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 from sweeps.spec import load_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -321,7 +321,7 @@ def test_default_learning_rate_reaches_the_weights(tiny_models, tmp_path, method
 @pytest.mark.numeric
 def test_nada_image_size_resizes_and_clamps(tiny_models):
     from trainables.config import NadaConfig
-    from trainables.guidance.clip_models import load_open_clip
+    from trainables.frozen.clip_models import load_open_clip
     from trainables.guidance.nada import NadaGuidance
 
     clip = load_open_clip(str(tiny_models["clip_config"]), str(tiny_models["clip_weights"]))

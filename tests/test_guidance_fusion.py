@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
-from trainables.guidance.diffusion_model import FrozenDiffusion
+from trainables.frozen.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
 from sd_reference import IMG, encode, eps_cfg, rms_normalize, to_float64, vae_input
 from trainables.testing import build_tiny_sd, build_tiny_text_encoder
@@ -403,7 +403,7 @@ def test_timesteps_are_inclusive_and_seeded(sd_dir):
 
 
 def test_missing_model_fails_fast(empty_model_caches, network_attempts):
-    from trainables.refs import ModelNotFoundError
+    from trainables.frozen.refs import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="hf download CompVis/stable-diffusion-v1-4"):
         FusionGuidance(DiffusionGuidanceConfig(), RegularizerConfig(), "cpu")
@@ -443,7 +443,7 @@ def test_fast_bf16_is_close_to_fp32(sd_dir, model):
 
 
 def test_schedule_from_pndm_scheduler_dir_equals_sd_betas(tmp_path):
-    from trainables.guidance.diffusion_model import sd_alphas_cumprod
+    from trainables.frozen.diffusion_model import sd_alphas_cumprod
 
     d = build_tiny_sd(tmp_path / "sd_pndm", seed=2, scheduler="pndm")     # the paper code's scheduler
     m = FrozenDiffusion.from_ref(str(d), None, image_size=IMG)

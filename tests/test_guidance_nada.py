@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainables.config import ClipModelRef, NadaConfig
-from trainables.guidance.clip_models import (
+from trainables.frozen.clip_models import (
     ClipWeightsNotFoundError,
     LoadedClip,
     load_open_clip,

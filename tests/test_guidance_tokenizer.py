@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from trainables.guidance.tokenizer import BrokenTokenizerError, build_clip_tokenizer, check_tokenizer
+from trainables.frozen.tokenizer import BrokenTokenizerError, build_clip_tokenizer, check_tokenizer
 
 SD_IDS = [49406, 320, 736, 3999, 525, 320, 1449, 5994, 49407]   # SD / openai CLIP-L tokenizer output
 

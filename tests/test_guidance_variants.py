@@ -23,10 +23,10 @@ from sd_reference import IMG, encode, to_float64, vae_input
 from sweeps.spec import load_sweep
 from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
-from trainables.guidance.diffusion_model import FrozenDiffusion
+from trainables.frozen.diffusion_model import FrozenDiffusion
 from trainables.guidance.fusion import FusionGuidance
 from trainables.generators import load_generator
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 from trainables.registry import SCORE_VARIANTS
 
 B, SIZE = 2, 24

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_adapt_dict
-from trainables.callbacks import Callback
+from trainables.adaptation.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.generators import load_generator
-from trainables.loop import NonFiniteGradientError, adapt
-from trainables.trainable_set import rank_wplus_layers
+from trainables.adaptation.loop import NonFiniteGradientError, adapt
+from trainables.adaptation.trainable_set import rank_wplus_layers
 
 
 def _cfg(tiny_models, out, **over):
@@ -153,7 +153,7 @@ def test_train_threads_also_bound_numpy_blas_pools(tiny_models, tmp_path):
         import json, numpy, threadpoolctl
         from conftest import tiny_adapt_dict
         from trainables.config_io import validate_config
-        from trainables.loop import adapt
+        from trainables.adaptation.loop import adapt
         before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
         cfg = validate_config(tiny_adapt_dict({{k: __import__("pathlib").Path(v) for k, v in {json.dumps({k: str(v) for k, v in tiny_models.items()})}.items()}},
                               __import__("pathlib").Path({str(tmp_path)!r}), train__threads=1, train__iterations=1))

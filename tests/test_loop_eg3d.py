@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_adapt_dict
 from trainables.config_io import ConfigError, validate_config
 from trainables.generators.eg3d import build_pocket_eg3d, load_eg3d, save_eg3d
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_evaluation_samples_eg3d_over_fixed_z_camera_pairs(pocket_eg3d, tmp_path
     import json
 
     from evaluation.sampling import sample_checkpoint
-    from trainables.generator_kinds import detect_kind
+    from trainables.generators.kinds import detect_kind
 
     assert detect_kind(pocket_eg3d) == "eg3d"
     kwargs = dict(num_samples=6, truncation=0.7, cache_dir=tmp_path / "cache", image_size=None, device="cpu",

@@ -1,4 +1,4 @@
-"""trainables.model_cache: the per-process cache of frozen models that sweep trials in a reused worker share.
+"""trainables.frozen.model_cache: the per-process cache of frozen models that sweep trials in a reused worker share.
 
 On the real loaders (tiny SD directory and tiny open_clip model from `tiny_models`, loaded through
 FusionGuidance / NadaGuidance exactly as a trial does): off by default (two builds, two objects); when on, the
@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from conftest import tiny_adapt_dict
-from trainables import model_cache
+from trainables.frozen import model_cache
 from trainables.config import AdaptConfig
 from trainables.guidance.fusion import FusionGuidance
 from trainables.guidance.nada import NadaGuidance
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ import yaml
 
 from conftest import REPO, tiny_adapt_dict
 from test_sweeps_ray import TESTS, driver_log, finish, mlflow_runs, start_driver, sweep_env
-from trainables.callbacks import Callback
-from trainables.loop import adapt
+from trainables.adaptation.callbacks import Callback
+from trainables.adaptation.loop import adapt
 from tracking import LocalMlflowServer
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,7 @@ def test_judge_stage_is_deterministic(scratch):
 
 def test_sd_stages_save_a_loadable_sd_layout(scratch):
     from pocket import sd
-    from trainables.guidance.diffusion_model import FrozenDiffusion
+    from trainables.frozen.diffusion_model import FrozenDiffusion
 
     sd.train_vae(steps=2, batch_size=4, out_dir=scratch / "vae")
     pool = sd.encode_pool(n=64, vae_dir=scratch / "vae", out=scratch / "pool.pt")
@@ -49,7 +49,7 @@ def test_clip_stage_loads_through_open_clip(scratch):
     from pocket.common import CLIP_CONFIG
 
     clip.train(steps=2, batch_size=8, out=scratch / "clip.safetensors", eval_n=16)
-    from trainables.guidance.clip_models import load_open_clip
+    from trainables.frozen.clip_models import load_open_clip
 
     loaded = load_open_clip(str(CLIP_CONFIG), str(scratch / "clip.safetensors"))
     emb = loaded.encode_text(["a red circle"])

@@ -1,5 +1,5 @@
 """pocket.figures on a synthetic sweep in a real local MLflow store (sqlite in tmp_path): trial runs whose final
-grids are written by the loop's own writer (trainables.grids.save_rows) with solid-colour cells of known value,
+grids are written by the loop's own writer (trainables.adaptation.grids.save_rows) with solid-colour cells of known value,
 so every expected pixel is constructed here, not read back from the function under test.
 
 Prompt "a red circle": three configurations x seeds 0 and 1 (a run logged before `guidance.variant` existed,
@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pocket.__main__ import main  # noqa: E402
 from pocket.figures import FigureConfig, GridError, Trial, config_labels, split_grid, write_figures  # noqa: E402
-from trainables.grids import save_rows  # noqa: E402
+from trainables.adaptation.grids import save_rows  # noqa: E402
 
 N, H = 3, 8                      # cells per grid row, cell side (px)
 CELL = 16                        # min_cell: cells drawn at 2x

@@ -46,7 +46,7 @@ def test_judge_features_plugin_is_a_cleanfid_extractor():
 
 def test_clip_loads_through_open_clip_path_and_reads_colour():
     _require("clip")
-    from trainables.guidance.clip_models import load_open_clip
+    from trainables.frozen.clip_models import load_open_clip
 
     clip = load_open_clip(str(CLIP_CONFIG), str(CLIP_WEIGHTS))
     a = W.sample_world(64, seed=55)
@@ -58,7 +58,7 @@ def test_clip_loads_through_open_clip_path_and_reads_colour():
 
 def test_sd_loads_through_the_sd_loader_and_denoises():
     _require("sd")
-    from trainables.guidance.diffusion_model import FrozenDiffusion
+    from trainables.frozen.diffusion_model import FrozenDiffusion
 
     fd = FrozenDiffusion.from_ref(str(SD_DIR), image_size=W.RES)
     assert fd.tokenizer.vocab_size == 49408

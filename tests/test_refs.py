@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from trainables.refs import ModelNotFoundError, resolve_diffusers_ref, resolve_file_ref
+from trainables.frozen.refs import ModelNotFoundError, resolve_diffusers_ref, resolve_file_ref
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def test_file_refs(tmp_path, monkeypatch):
 
 def test_open_clip_and_lpips_checks(tmp_path, empty_model_caches, network_attempts):
     from trainables.preflight import check_lpips_ref, resolve_open_clip_ref
-    from trainables.refs import resolve_text_encoder_ref
+    from trainables.frozen.refs import resolve_text_encoder_ref
     from trainables.testing import build_tiny_open_clip
 
     cfg, weights = build_tiny_open_clip(tmp_path / "clip")

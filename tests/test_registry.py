@@ -11,7 +11,7 @@ from conftest import REPO, tiny_adapt_dict
 from trainables.config_io import ConfigError, validate_config
 from trainables.generators import load_generator
 from trainables.guidance import FusionGuidance, NadaGuidance, build_guidance
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 from trainables.registry import GENERATOR_KINDS, GUIDANCE, Registry, UnknownComponentError
 
 

@@ -1,6 +1,6 @@
 """The resume guard: a checkpoint records its config; resuming under a config that changes the result is
 refused naming the changed fields (dotted path, checkpoint -> now), unless forced; fields that only place or
-pace a run (trainables.checkpointing.RESULT_NEUTRAL_FIELDS) may change freely."""
+pace a run (trainables.adaptation.checkpointing.RESULT_NEUTRAL_FIELDS) may change freely."""
 from __future__ import annotations
 
 import json
@@ -14,12 +14,12 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_adapt_dict
-from trainables.callbacks import Callback
-from trainables.checkpointing import (RESULT_NEUTRAL_FIELDS, ConfigChangedError, ForcedResume, load_train_state,
+from trainables.adaptation.callbacks import Callback
+from trainables.adaptation.checkpointing import (RESULT_NEUTRAL_FIELDS, ConfigChangedError, ForcedResume, load_train_state,
                                       save_train_state)
 from trainables.config import flatten
 from trainables.config_io import validate_config
-from trainables.loop import adapt
+from trainables.adaptation.loop import adapt
 
 MODELS = {"generator": "/models/g.pt", "sd": "/models/sd", "clip_config": "c.json", "clip_weights": "c.pt"}
 
@@ -62,7 +62,7 @@ def test_result_neutral_fields_may_change(tmp_path):
 
 def test_forced_resume_accepts_a_changed_config(tmp_path, caplog):
     ckpt = _save(tmp_path, _cfg(tmp_path / "a"))
-    with caplog.at_level(logging.WARNING, logger="trainables.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="trainables.adaptation.checkpointing"):
         state = load_train_state(ForcedResume(ckpt), config=_cfg(tmp_path / "a", guidance__cfg_scale=3.0))
     assert state["step"] == 3
     assert "guidance.cfg_scale: 7.5 -> 3.0" in caplog.text   # the forced change is still said out loud
@@ -72,7 +72,7 @@ def test_checkpoint_without_a_config_record_resumes_with_a_warning(tmp_path, cap
     lin = torch.nn.Linear(2, 2)
     ckpt = save_train_state(tmp_path / "old", step=5, generator=lin, optimizer=torch.optim.Adam(lin.parameters()),
                             rng=torch.Generator())
-    with caplog.at_level(logging.WARNING, logger="trainables.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="trainables.adaptation.checkpointing"):
         assert load_train_state(ckpt, config=_cfg(tmp_path / "a"))["step"] == 5
     assert "predates config records" in caplog.text
 

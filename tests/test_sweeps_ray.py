@@ -38,7 +38,7 @@ def fake_adapt(cfg, callbacks=(), resume_from=None):
     retry replays it, and MLflow must still hold it once); FAKE_PAUSE_AT=N + FAKE_PAUSE_DIR make trial_000 write
     PAUSE_DIR/reached at step N and wait for PAUSE_DIR/go.
     """
-    from trainables.callbacks import AdaptResult, CallbackList
+    from trainables.adaptation.callbacks import AdaptResult, CallbackList
 
     out = Path(cfg.output_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def test_context_is_frozen_and_strict():
         _ctx(evaluation={"num_samples": "many"})
     # the defaults live in one place
     assert (ctx.entrypoint, ctx.log_generator_max_mb, ctx.final_flush_timeout_s, ctx.git_commit) == \
-        ("trainables.loop:adapt", 256.0, 300.0, "unknown")
+        ("trainables.adaptation.loop:adapt", 256.0, 300.0, "unknown")
 
 
 def test_context_survives_ray_serialisation():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .config_io import ConfigError, load_config
+from trainables.config_io import ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # late on purpose: a config error or --print-config answers without importing torch (measured ~1.8 s)
-    from .checkpointing import ConfigChangedError, ForcedResume, latest_checkpoint
-    from .loop import adapt
-    from .preflight import MissingModelsError, check_models
+    from trainables.adaptation.checkpointing import ConfigChangedError, ForcedResume, latest_checkpoint
+    from trainables.adaptation.loop import adapt
+    from trainables.preflight import MissingModelsError, check_models
 
     try:
         check_models(cfg, source=args.config)

@@ -10,20 +10,15 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from .registry import GENERATOR_KINDS, GUIDANCE, SCORE_VARIANTS
+from trainables.settings import StrictModel as _Strict
+from trainables.registry import GENERATOR_KINDS, GUIDANCE, SCORE_VARIANTS
 
 Precision = Literal["fp32", "bf16", "fp16"]
 GuidanceName = Annotated[str, AfterValidator(GUIDANCE.check)]               # a registered guidance (method)
 VariantName = Annotated[str, AfterValidator(SCORE_VARIANTS.check)]          # a registered score variant
 GeneratorKindName = Annotated[str, AfterValidator(GENERATOR_KINDS.check)]    # a registered generator family
-
-
-class _Strict(BaseModel):
-    """Base: unknown fields are errors (a typo in a sweep file must not be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class GeneratorConfig(_Strict):

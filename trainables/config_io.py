@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import AdaptConfig
-from .errors import ConfigError
+from trainables.config import AdaptConfig
+from trainables.errors import ConfigError
 
 
 def validation_problems(err: ValidationError, fields_of: str = "trainables/config.py") -> list[str]:

@@ -2,7 +2,7 @@
 
 Used by `python -m trainables adapt` and by the sweep launcher before any trial starts. Resolution never
 downloads (`allow_download=False`): a missing model is reported with where we looked and the exact command
-that would fetch it (trainables.refs).
+that would fetch it (trainables.frozen.refs).
 
 `resource_problems` (trainables/resources.py, torch-free, re-exported here) refuses batch sizes no machine holds.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import AdaptConfig
-from .errors import ModelNotFoundError
-from .guidance.clip_models import check_open_clip
-from .guidance.lpips_reg import check_lpips_weights
-from .refs import resolve_diffusers_ref, resolve_text_encoder_ref
-from .resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
+from trainables.config import AdaptConfig
+from trainables.errors import ModelNotFoundError
+from trainables.frozen.clip_models import check_open_clip
+from trainables.guidance.lpips_reg import check_lpips_weights
+from trainables.frozen.refs import resolve_diffusers_ref, resolve_text_encoder_ref
+from trainables.resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
                         resource_problems, train_side)
 
 

@@ -69,5 +69,5 @@ SCORE_VARIANTS.add("dds", "trainables.guidance.variants:Dds")
 
 # What `generator.kind` selects: how a generator family loads, renders, trains and saves.
 GENERATOR_KINDS = Registry("generator.kind", "generator kind")
-GENERATOR_KINDS.add("stylegan2", "trainables.generator_kinds:StyleGAN2Kind")
-GENERATOR_KINDS.add("eg3d", "trainables.generator_kinds:EG3DKind")
+GENERATOR_KINDS.add("stylegan2", "trainables.generators.kinds:StyleGAN2Kind")
+GENERATOR_KINDS.add("eg3d", "trainables.generators.kinds:EG3DKind")

@@ -4,7 +4,7 @@ is checked against it while it is loaded.
 """
 from __future__ import annotations
 
-from .config import AdaptConfig
+from trainables.config import AdaptConfig
 
 # A batch whose images ALONE (fp32, 3 channels, at the side the step works at, every render of the step)
 # exceed this cannot be held by any single device or ordinary host: it is a typo, refused at validation.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .guidance.tokenizer import build_clip_tokenizer
+from trainables.frozen.tokenizer import build_clip_tokenizer
 
 # SD 1.x/2.x noise schedule: scaled_linear betas 0.00085..0.012 over 1000 steps.
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)

@@ -7,6 +7,6 @@
 The package itself only exports the GPU table (torch-free, for config validation); the model is
 `trainables.cost.model`.
 """
-from .gpus import CPU, GPU, GPUS, gpu
+from trainables.cost.gpus import CPU, GPU, GPUS, gpu
 
 __all__ = ["CPU", "GPU", "GPUS", "gpu"]

@@ -12,9 +12,9 @@ import os
 import sys
 from dataclasses import asdict
 
-from ..config_io import ConfigError, load_config
-from .gpus import GPUS
-from .model import CostReport, estimate
+from trainables.config_io import ConfigError, load_config
+from trainables.cost.gpus import GPUS
+from trainables.cost.model import CostReport, estimate
 
 
 def format_report(r: CostReport) -> str:

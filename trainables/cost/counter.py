@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .gpus import GPU
+from trainables.cost.gpus import GPU
 
 aten = torch.ops.aten
 OTHER = "other"

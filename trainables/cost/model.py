@@ -3,7 +3,7 @@
     report = estimate(cfg)                 # an AdaptConfig; the architectures come from its references
     report.step_flops, report.peak_bytes, report.step_seconds("H100"), report.by_component
 
-The step is `trainables.step.Trainer.step` itself (the loop's code path), on modules built from their
+The step is `trainables.adaptation.step.Trainer.step` itself (the loop's code path), on modules built from their
 configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no data. What is assumed:
 - architectures: a local diffusers directory or a cached hub snapshot gives the UNet/VAE configs; otherwise
   SD 1.x's (noted in `assumptions`). A generator checkpoint on disk gives its configuration (its weights are
@@ -32,16 +32,16 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import snapshot_download
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
-from ..config import AdaptConfig
-from ..generator_kinds import generator_kind
-from ..guidance.clip_models import LoadedClip, build_open_clip_architecture
-from ..devices import DTYPES
-from ..guidance.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
-from ..guidance.fusion import FusionGuidance
-from ..guidance.nada import NadaGuidance
-from ..step import Trainer
-from .counter import CostCounter
-from .gpus import GPUS, gpu
+from trainables.config import AdaptConfig
+from trainables.generators.kinds import generator_kind
+from trainables.frozen.clip_models import LoadedClip, build_open_clip_architecture
+from trainables.devices import DTYPES
+from trainables.frozen.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
+from trainables.guidance.fusion import FusionGuidance
+from trainables.guidance.nada import NadaGuidance
+from trainables.adaptation.step import Trainer
+from trainables.cost.counter import CostCounter
+from trainables.cost.gpus import GPUS, gpu
 
 COST_T = 250
 

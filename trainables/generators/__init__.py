@@ -3,7 +3,7 @@
     from trainables.generators import StyleGAN2, StyleGAN2Config, load_generator, save_rosinality
 """
 
-from .formats import CheckpointError, detect_format, load_generator, save_rosinality
-from .stylegan2 import StyleGAN2, StyleGAN2Config
+from trainables.generators.formats import CheckpointError, detect_format, load_generator, save_rosinality
+from trainables.generators.stylegan2 import StyleGAN2, StyleGAN2Config
 
 __all__ = ["CheckpointError", "StyleGAN2", "StyleGAN2Config", "detect_format", "load_generator", "save_rosinality"]

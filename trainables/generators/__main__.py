@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
-from .stylegan2 import StyleGAN2
+from trainables.generators.formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
+from trainables.generators.stylegan2 import StyleGAN2
 
 
 class CliError(Exception):

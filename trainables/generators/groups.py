@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from .stylegan2 import StyleGAN2
+from trainables.generators.stylegan2 import StyleGAN2
 
 _FUSION_WEIGHT_SUFFIXES = (".conv.weight", ".conv.modulation.weight", ".noise.weight")
 NADA_PHASES = (None, "texture", "shape", "no_fine", "shape_expanded", "all")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import bias_leaky_relu, make_fir_kernel, pixel_norm, truncate_latents, upfirdn2d
+from trainables.generators.ops import bias_leaky_relu, make_fir_kernel, pixel_norm, truncate_latents, upfirdn2d
 
 NoiseMode = Literal["const", "random", "none"]
 DEMOD_EPS = 1e-8  # epsilon inside the demodulation rsqrt

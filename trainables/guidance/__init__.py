@@ -9,9 +9,9 @@ when `optim.lr` is unset), `trainable_set` (which generator parameters the metho
 generator kinds know), `needs_frozen` (whether `backward` reads the frozen render) and the step API
 `prepare / sample_timestep / backward / selection_backward`.
 """
-from ..registry import GUIDANCE
-from .fusion import FusionGuidance, inject_gradient
-from .nada import NadaGuidance
+from trainables.registry import GUIDANCE
+from trainables.guidance.fusion import FusionGuidance, inject_gradient
+from trainables.guidance.nada import NadaGuidance
 
 __all__ = ["FusionGuidance", "NadaGuidance", "inject_gradient", "build_guidance"]
 

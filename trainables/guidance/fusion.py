@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import torch
 
-from .. import model_cache
-from ..config import DiffusionGuidanceConfig, RegularizerConfig
-from ..devices import DTYPES
-from ..registry import SCORE_VARIANTS
-from .diffusion_model import FrozenDiffusion
-from .lpips_reg import LpipsRegularizer
-from .variants import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
+from trainables.frozen import model_cache
+from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
+from trainables.devices import DTYPES
+from trainables.registry import SCORE_VARIANTS
+from trainables.frozen.diffusion_model import FrozenDiffusion
+from trainables.guidance.lpips_reg import LpipsRegularizer
+from trainables.guidance.variants import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
 
 REG_TRAIN, REG_FROZEN = "reg_train", "reg_frozen"   # the regularizers' latents (their own eps2)
 

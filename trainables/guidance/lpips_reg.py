@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelNotFoundError
+from trainables.errors import ModelNotFoundError
 
 # torchvision ImageNet weights the lpips package loads for each backbone.
 BACKBONE_WEIGHTS = {

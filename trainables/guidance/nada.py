@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .clip_models import LoadedClip, cached_open_clip
-from ..devices import DTYPES
-from .fusion import inject_gradient
+from trainables.frozen.clip_models import LoadedClip, cached_open_clip
+from trainables.devices import DTYPES
+from trainables.guidance.fusion import inject_gradient
 
 if TYPE_CHECKING:
-    from ..config import NadaConfig
+    from trainables.config import NadaConfig
 
 _NOT_IN_NADA = "a photo of many {}."
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import DiffusionGuidanceConfig
+from trainables.config import DiffusionGuidanceConfig
 
 TRAIN, FROZEN = "train", "frozen"                                    # which render's latent a row noises
 TARGET, UNCOND, SOURCE, NEGATIVE = "target", "uncond", "source", "negative"   # which text a row is conditioned on

@@ -7,15 +7,15 @@
     out = g.synthesis(ws, c, noise_mode="const", noise_generator=gen)   # {'image', 'image_raw', 'image_depth', ...}
 """
 
-from .adapt import StepInputs, render_step, sample_step_inputs
-from .cameras import (front_camera, generator_cameras, intrinsics_matrix, lookat_cam2world, orbit_cameras,
+from trainables.generators.eg3d.adapt import StepInputs, render_step, sample_step_inputs
+from trainables.generators.eg3d.cameras import (front_camera, generator_cameras, intrinsics_matrix, lookat_cam2world, orbit_cameras,
                       sample_adaptation_cameras, camera_label)
-from .config import FFHQ_RENDERING, EG3DConfig, ffhq512_128_config
-from .formats import (convert_eg3d_state_dict, generator_from_eg3d_state_dict, infer_eg3d_config, load_eg3d,
+from trainables.generators.eg3d.config import FFHQ_RENDERING, EG3DConfig, ffhq512_128_config
+from trainables.generators.eg3d.formats import (convert_eg3d_state_dict, generator_from_eg3d_state_dict, infer_eg3d_config, load_eg3d,
                       load_eg3d_pickle, read_eg3d_pickle, save_eg3d)
-from .groups import eg3d_trainable_names, set_eg3d_trainable
-from .networks import EG3DGenerator
-from .pocket import build_pocket_eg3d, pocket_eg3d_config
+from trainables.generators.eg3d.groups import eg3d_trainable_names, set_eg3d_trainable
+from trainables.generators.eg3d.networks import EG3DGenerator
+from trainables.generators.eg3d.pocket import build_pocket_eg3d, pocket_eg3d_config
 
 __all__ = [
     "EG3DConfig", "StepInputs", "render_step", "sample_step_inputs", "EG3DGenerator", "FFHQ_RENDERING", "build_pocket_eg3d", "camera_label", "convert_eg3d_state_dict",

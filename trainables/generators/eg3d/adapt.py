@@ -1,4 +1,4 @@
-"""What one adaptation step needs from an EG3D generator, in two calls (for `trainables/loop.py`).
+"""What one adaptation step needs from an EG3D generator, in two calls (for `trainables/adaptation/loop.py`).
 
 The paper samples ONE camera per iteration and renders the frozen and the trained generator from it. The
 renderer's stratified jitter must be shared too, or the two images differ by sampling noise alone (up to
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .cameras import sample_adaptation_cameras
-from .networks import EG3DGenerator, NoiseMode
+from trainables.generators.eg3d.cameras import sample_adaptation_cameras
+from trainables.generators.eg3d.networks import EG3DGenerator, NoiseMode
 
 
 @dataclass

@@ -31,14 +31,14 @@ from typing import Any
 
 import torch
 
-from ..formats import read_torch_file
-from ..formats.errors import CheckpointError
-from ..formats.nvlabs import (PersistentRecord, RestrictedUnpickler, flatten_record, nvlabs_to_rosinality,
+from trainables.generators.formats import read_torch_file
+from trainables.generators.formats.errors import CheckpointError
+from trainables.generators.formats.nvlabs import (PersistentRecord, RestrictedUnpickler, flatten_record, nvlabs_to_rosinality,
                               pickled_module, read_network_pickle)
-from ..ops import make_fir_kernel
-from ..stylegan2 import StyleGAN2Config
-from .config import FFHQ_RENDERING, SR_CLASSES, EG3DConfig
-from .networks import EG3DGenerator
+from trainables.generators.ops import make_fir_kernel
+from trainables.generators.stylegan2 import StyleGAN2Config
+from trainables.generators.eg3d.config import FFHQ_RENDERING, SR_CLASSES, EG3DConfig
+from trainables.generators.eg3d.networks import EG3DGenerator
 
 INTERNAL_FORMAT = "eg3d-internal-v1"
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import pixel_norm, truncate_latents
-from ..stylegan2 import (EqualLinear, ModulatedConv2d, NoiseMode, StyledConv, StyleGAN2, StyleGAN2Config, ToRGB,
+from trainables.generators.ops import pixel_norm, truncate_latents
+from trainables.generators.stylegan2 import (EqualLinear, ModulatedConv2d, NoiseMode, StyledConv, StyleGAN2, StyleGAN2Config, ToRGB,
                          Upsample2x)
-from . import renderer as R
-from .config import EG3DConfig
+from trainables.generators.eg3d import renderer as R
+from trainables.generators.eg3d.config import EG3DConfig
 
 
 class MultiChannelToRGB(ToRGB):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .cameras import front_camera
-from .config import EG3DConfig
-from .networks import EG3DGenerator
+from trainables.generators.eg3d.cameras import front_camera
+from trainables.generators.eg3d.config import EG3DConfig
+from trainables.generators.eg3d.networks import EG3DGenerator
 
 
 def pocket_eg3d_config() -> EG3DConfig:

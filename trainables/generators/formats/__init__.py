@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from ..stylegan2 import StyleGAN2
-from . import nvlabs, nvlabs_export, rosinality
-from .errors import CheckpointError
-from .nvlabs_export import save_nvlabs_state_dict
-from .rosinality import save_rosinality
+from trainables.generators.stylegan2 import StyleGAN2
+from trainables.generators.formats import nvlabs, nvlabs_export, rosinality
+from trainables.generators.formats.errors import CheckpointError
+from trainables.generators.formats.nvlabs_export import save_nvlabs_state_dict
+from trainables.generators.formats.rosinality import save_rosinality
 
 __all__ = ["CheckpointError", "detect_format", "load_generator", "read_torch_file", "save_nvlabs_state_dict",
            "save_rosinality"]

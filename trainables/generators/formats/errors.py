@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ...errors import CheckpointError
+from trainables.errors import CheckpointError
 
 __all__ = ["CheckpointError"]

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ops import make_fir_kernel
-from ..stylegan2 import StyleGAN2, StyleGAN2Config, default_channels
-from .errors import CheckpointError
-from .rosinality import generator_from_state_dict
+from trainables.generators.ops import make_fir_kernel
+from trainables.generators.stylegan2 import StyleGAN2, StyleGAN2Config, default_channels
+from trainables.generators.formats.errors import CheckpointError
+from trainables.generators.formats.rosinality import generator_from_state_dict
 
 _BLOCK_RE = re.compile(r"^synthesis\.b(\d+)\.")
 _FC_RE = re.compile(r"^mapping\.fc(\d+)\.weight$")

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from ..ops import make_fir_kernel
-from ..stylegan2 import StyleGAN2, StyleGAN2Config
-from .errors import CheckpointError
-from .nvlabs import TO_NVLABS, generator_from_nvlabs_state_dict, layout_change, nvlabs_key_map
+from trainables.generators.ops import make_fir_kernel
+from trainables.generators.stylegan2 import StyleGAN2, StyleGAN2Config
+from trainables.generators.formats.errors import CheckpointError
+from trainables.generators.formats.nvlabs import TO_NVLABS, generator_from_nvlabs_state_dict, layout_change, nvlabs_key_map
 
 STATE_KEY = "G_ema"  # the name of the generator in an NVlabs network pickle
 INIT_KWARGS_KEY = "init_kwargs"  # the Generator's constructor arguments (NVlabs' own `_init_kwargs`), plain data

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..stylegan2 import StyleGAN2, StyleGAN2Config, default_channels
-from .errors import CheckpointError
+from trainables.generators.stylegan2 import StyleGAN2, StyleGAN2Config, default_channels
+from trainables.generators.formats.errors import CheckpointError
 
 CONFIG_KEY = "config"  # optional extra entry written by save_rosinality (ignored by other readers)
 MEAN_LATENT_SAMPLES = 4096  # samples for latent_avg when a checkpoint has none (rosinality's mean_latent(4096))

@@ -20,7 +20,7 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 from huggingface_hub import hf_hub_download, snapshot_download, try_to_load_from_cache
 
-from .errors import ModelNotFoundError
+from trainables.errors import ModelNotFoundError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt")

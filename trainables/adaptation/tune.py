@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .callbacks import AdaptResult, Callback
+from trainables.adaptation.callbacks import AdaptResult, Callback
 
 log = logging.getLogger(__name__)
 

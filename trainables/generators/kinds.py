@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .generators import StyleGAN2, StyleGAN2Config, load_generator, save_rosinality
-from .generators.eg3d import (EG3DConfig, EG3DGenerator, eg3d_trainable_names, ffhq512_128_config, front_camera,
+from trainables.generators import StyleGAN2, StyleGAN2Config, load_generator, save_rosinality
+from trainables.generators.eg3d import (EG3DConfig, EG3DGenerator, eg3d_trainable_names, ffhq512_128_config, front_camera,
                               load_eg3d, orbit_cameras, render_step, sample_step_inputs, save_eg3d)
-from .generators.eg3d.formats import INTERNAL_FORMAT, read_eg3d_pickle
-from .generators.formats import CheckpointError
-from .grids import to_uint8
-from .registry import GENERATOR_KINDS
-from .trainable_set import base_trainable_names
+from trainables.generators.eg3d.formats import INTERNAL_FORMAT, read_eg3d_pickle
+from trainables.generators.formats import CheckpointError
+from trainables.adaptation.grids import to_uint8
+from trainables.registry import GENERATOR_KINDS
+from trainables.adaptation.trainable_set import base_trainable_names
 
 
 class StyleGAN2Kind:

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..devices import DTYPES  # noqa: F401  (re-exported: guidance and cost import it from here)
-from ..refs import resolve_diffusers_ref
-from .tokenizer import check_tokenizer
+from trainables.devices import DTYPES  # noqa: F401  (re-exported: guidance and cost import it from here)
+from trainables.frozen.refs import resolve_diffusers_ref
+from trainables.frozen.tokenizer import check_tokenizer
 
 SD_SCALING_FACTOR = 0.18215   # SD 1.x/2.x VAE latent scale (read from the VAE config when present)
 

@@ -2,7 +2,7 @@
 
     adapt(cfg, callbacks) -> AdaptResult
 
-Around `trainables.step.Trainer.step` (the step itself, shared with the cost model) the loop adds what a run
+Around `trainables.adaptation.step.Trainer.step` (the step itself, shared with the cost model) the loop adds what a run
 needs: models loaded, resume, the non-finite-gradient guard, metrics delivered to callbacks (the one host
 read of a step's values), sample grids, atomic checkpoints. Every random draw comes from seeded generators
 whose states are checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on CPU.
@@ -18,16 +18,16 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from .callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
-from .checkpointing import load_train_state, restore_rng, save_train_state
-from .config import AdaptConfig
-from .config_io import dump_config
-from .devices import resolve_device, set_cpu_threads
-from .generator_kinds import generator_kind
-from .grids import save_rows
-from .guidance import build_guidance
-from .step import Trainer
-from .trainable_set import set_trainable
+from trainables.adaptation.callbacks import AdaptResult, Callback, CallbackList, JsonlMetrics
+from trainables.adaptation.checkpointing import load_train_state, restore_rng, save_train_state
+from trainables.config import AdaptConfig
+from trainables.config_io import dump_config
+from trainables.devices import resolve_device, set_cpu_threads
+from trainables.generators.kinds import generator_kind
+from trainables.adaptation.grids import save_rows
+from trainables.guidance import build_guidance
+from trainables.adaptation.step import Trainer
+from trainables.adaptation.trainable_set import set_trainable
 
 KEEP_CHECKPOINTS = 2
 

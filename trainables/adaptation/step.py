@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import torch
 
-from .config import AdaptConfig
-from .registry import GUIDANCE
-from .trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names, topk_indices
+from trainables.config import AdaptConfig
+from trainables.registry import GUIDANCE
+from trainables.adaptation.trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names, topk_indices
 
 
 class StepNoise:
@@ -64,7 +64,7 @@ class Trainer:
     """The state one step needs. `build` makes the trained copy, its trainable set and its optimiser."""
 
     cfg: AdaptConfig
-    kind: Any                             # trainables.generator_kinds: StyleGAN2Kind | EG3DKind
+    kind: Any                             # trainables.generators.kinds: StyleGAN2Kind | EG3DKind
     g_frozen: torch.nn.Module
     g_train: torch.nn.Module
     guide: Any                            # a guidance object (trainables.guidance)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .generators.groups import (fusion_trainable_names, nada_training_layers, names_of_layers, parameter_groups,
+from trainables.generators.groups import (fusion_trainable_names, nada_training_layers, names_of_layers, parameter_groups,
                                 set_trainable, wplus_index_layers)
 
 __all__ = ["base_trainable_names", "names_for_layers", "rank_wplus_layers", "set_trainable", "synthesis_names",

@@ -20,7 +20,7 @@ import torch
 import yaml
 from pydantic import BaseModel
 
-from .config import flatten
+from trainables.config import flatten
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
-from .refs import hf_cache_dir, is_hub_id, split_revision
+from trainables.frozen.refs import hf_cache_dir, is_hub_id, split_revision
 
 DEFAULT_MAX_ENTRIES = 4
 

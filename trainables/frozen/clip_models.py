@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import try_to_load_from_cache
 
-from .. import model_cache
-from ..errors import ModelNotFoundError
+from trainables.frozen import model_cache
+from trainables.errors import ModelNotFoundError
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _OPENCLIP_DIR_WEIGHTS = (
@@ -419,7 +419,7 @@ def preprocess_differentiable(images: torch.Tensor, loaded: LoadedClip, antialia
 
 def cached_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32, quick_gelu: bool | None = None) -> LoadedClip:
-    """`load_open_clip` through the per-worker frozen-model cache (trainables/model_cache.py: on inside sweep
+    """`load_open_clip` through the per-worker frozen-model cache (trainables/frozen/model_cache.py: on inside sweep
     trials only, a plain load elsewhere). One key for every caller, so NADA's critic and evaluation's CLIP score
     share one model when they name the same (model, weights, device, dtype, activation)."""
     forced = {} if quick_gelu is None else {"quick_gelu": quick_gelu}

@@ -95,5 +95,5 @@ def check_tokenizer(tok, where: str) -> None:
             "(transformers returns such a tokenizer offline instead of raising). Point the reference at a "
             "directory with vocab.json/merges.txt (or tokenizer.json), download it first "
             "(`hf download <repo>`), or build one offline with "
-            "`trainables.guidance.tokenizer.build_clip_tokenizer(save_dir)`."
+            "`trainables.frozen.tokenizer.build_clip_tokenizer(save_dir)`."
         )
