@@ -31,7 +31,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
-from trainables.generators.kinds import generator_kind, load_any
+from trainables.generators.kinds import kind_of, load_any
+from trainables.protocols import GeneratorKind
 
 MANIFEST = "manifest.json"
 SOURCE_SAMPLES_DIR = "source_samples"   # under EvalConfig.cache_dir: the shared source-generator samples
@@ -134,13 +135,14 @@ def sample_to_folder(
     device: str | torch.device = "auto",
     progress: bool = True,
     manifest_extra: dict[str, Any] | None = None,
-    kind: Any = None,
+    kind: GeneratorKind | None = None,
 ) -> dict[str, Any]:
     """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest.
 
-    `kind` (trainables.generators.kinds) says how latents become images: StyleGAN2 by default; EG3D renders
+    `kind` (trainables.generators.kinds) says how latents become images (default: the registered kind that owns
+    `generator`): StyleGAN2 maps W+; EG3D renders
     fixed (z, camera) pairs."""
-    kind = kind or generator_kind("stylegan2")
+    kind = kind or kind_of(generator)
 
     dev = resolve_device(device) if isinstance(device, str) else device
     out = Path(out_dir)
@@ -178,9 +180,10 @@ def sample_to_folder(
     return manifest
 
 
-def _load_generator(path: str | Path):
-    """(kind, generator) for any supported checkpoint (StyleGAN2 formats, EG3D)."""
-    return load_any(str(path))
+def _load_generator(path: str | Path, kind: str | None = None):
+    """(kind, generator) for any supported checkpoint (StyleGAN2 formats, EG3D), or by the named kind (a run's
+    `generator.kind`: a kind of one's own is not found by content)."""
+    return load_any(str(path), kind)
 
 
 def _manifest_matches(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
@@ -212,8 +215,10 @@ def sample_checkpoint(
     device: str = "auto",
     progress: bool = True,
     reuse: bool = True,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """Sample a checkpoint with the fixed latents; reuses `out_dir` when its manifest already matches.
+    """Sample a checkpoint with the fixed latents; reuses `out_dir` when its manifest already matches. `kind`:
+    the generator kind's name (None: the registered kind that recognises the file).
 
     The manifest records checkpoint path + sha256, latents file + sha256 + seed, truncation, count, resolution.
     """
@@ -221,9 +226,9 @@ def sample_checkpoint(
     if not checkpoint.exists():
         raise FileNotFoundError(f"generator checkpoint not found: {checkpoint}")
     ckpt_sha = sha256_file(checkpoint)
-    g = kind = None
+    kind_name, g, kind = kind, None, None
     if latents_path is None:
-        kind, g = _load_generator(checkpoint)
+        kind, g = _load_generator(checkpoint, kind_name)
         latents_path = default_latents_path(cache_dir, latents_seed, num_samples, int(kind.z_dim(g)))
     latents_path = Path(latents_path).expanduser().resolve()
     out = Path(out_dir)
@@ -239,7 +244,7 @@ def sample_checkpoint(
         if have is not None:
             return have
     if g is None:
-        kind, g = _load_generator(checkpoint)
+        kind, g = _load_generator(checkpoint, kind_name)
     z = load_or_create_latents(latents_path, num_samples, int(kind.z_dim(g)), latents_seed)
     extra = {
         "checkpoint": str(checkpoint),
@@ -255,24 +260,25 @@ def sample_checkpoint(
     )
 
 
-def sample_for_eval(checkpoint: str | Path, out_dir: str | Path, cfg) -> dict[str, Any]:
+def sample_for_eval(checkpoint: str | Path, out_dir: str | Path, cfg, kind: str | None = None) -> dict[str, Any]:
     """`sample_checkpoint` with an EvalConfig's settings."""
     return sample_checkpoint(
         checkpoint, out_dir, num_samples=cfg.num_samples, truncation=cfg.truncation,
         latents_path=cfg.latents.path, latents_seed=cfg.latents.seed, cache_dir=cfg.cache_dir,
-        batch_size=cfg.batch_size, image_size=cfg.image_size, device=cfg.device, progress=cfg.progress,
+        batch_size=cfg.batch_size, image_size=cfg.image_size, device=cfg.device, progress=cfg.progress, kind=kind,
     )
 
 
-def sample_source_generator(source_checkpoint: str | Path, out_dir: str | Path, cfg) -> dict[str, Any]:
+def sample_source_generator(source_checkpoint: str | Path, out_dir: str | Path, cfg,
+                            kind: str | None = None) -> dict[str, Any]:
     """The frozen source generator with exactly the latents, truncation and size of the adapted one.
 
     For attribute-preservation plugins: image i of both folders comes from the same z.
     """
-    return sample_for_eval(source_checkpoint, out_dir, cfg)
+    return sample_for_eval(source_checkpoint, out_dir, cfg, kind=kind)
 
 
-def shared_source_samples(source_checkpoint: str | Path, cfg) -> dict[str, Any]:
+def shared_source_samples(source_checkpoint: str | Path, cfg, kind: str | None = None) -> dict[str, Any]:
     """`sample_source_generator`'s folder, rendered once per (source checkpoint sha256, latents, count,
     truncation, size, batch size, device, compute_environment) into `cfg.cache_dir/source_samples/<key>` and
     reused afterwards (the manifest is checked as `sample_checkpoint` checks a reused folder); returns its
@@ -308,7 +314,7 @@ def shared_source_samples(source_checkpoint: str | Path, cfg) -> dict[str, Any]:
         shutil.rmtree(final, ignore_errors=True)     # damaged, or made from a latents file rewritten since
         tmp = final.with_name(f"{digest}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        manifest = sample_source_generator(checkpoint, tmp, cfg)
+        manifest = sample_source_generator(checkpoint, tmp, cfg, kind=kind)
         manifest["images_dir"] = str(final.resolve())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         tmp.rename(final)                            # complete before it appears (readers take no lock)

@@ -142,8 +142,8 @@ def _expand_evaluation(evaluation: dict[str, Any], marks: Marks) -> dict[str, An
     return data
 
 
-def _check_axis_path(path: str, where: str) -> None:
-    ok, suggestions = config_field(path)
+def _check_axis_path(path: str, where: str, base: dict[str, Any] | None = None) -> None:
+    ok, suggestions = config_field(path, data=base)
     if not ok:
         hint = f"did you mean {', '.join(repr(s) for s in suggestions[:3])}?" if suggestions else ""
         raise SweepError(
@@ -175,8 +175,9 @@ def _check_values(path: str, values: list[Any], marks: Marks, key: tuple, unique
 class _Axes:
     """The sweep's axes, checked as they are added: names, values, no axis twice, no overlapping axes."""
 
-    def __init__(self, marks: Marks):
+    def __init__(self, marks: Marks, base: dict[str, Any] | None = None):
         self.marks = marks
+        self.base = base                           # which components of one's own the base selects
         self.groups: list[list[str]] = []          # [path] per grid axis, [paths] per zip group
         self.values: dict[str, list[Any]] = {}
         self.where_of: dict[str, tuple] = {}       # axis path -> its key path in the file
@@ -194,7 +195,7 @@ class _Axes:
                     f"{where}: axis '{path}' overlaps axis '{other}' (at {self.marks.where(self.where_of[other])}): "
                     f"set either the whole section or its fields, not both"
                 )
-        _check_axis_path(path, where)
+        _check_axis_path(path, where, self.base)
         _check_values(path, vals, self.marks, key, unique)
         self.values[path] = vals
         self.where_of[path] = key
@@ -308,7 +309,7 @@ def load_sweep(file: str | Path) -> Sweep:
     file = Path(file)
     spec, text, marks = _read_spec(file)
     base = _load_base(spec, file, marks)
-    axes = _Axes(marks)
+    axes = _Axes(marks, base)
     axes.add_grid(spec.grid)
     for gi, group in enumerate(spec.zip):
         axes.add_zip(gi, group)
@@ -319,7 +320,7 @@ def load_sweep(file: str | Path) -> Sweep:
                 f"combined with it: move them into search.params as 'choice' distributions or use type 'grid'"
             )
         for path in spec.search.params:
-            _check_axis_path(path, marks.where(("search", "params", path)))
+            _check_axis_path(path, marks.where(("search", "params", path)), base)
     _check_search_metric(spec, marks)
     trials = [_trial(i, overrides, base, spec, axes) for i, overrides in enumerate(axes.points())]
     _check_resources(trials, marks, axes.where_of)

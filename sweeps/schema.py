@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from evaluation.config import EvalConfig
+from trainables.components import ComponentHost, settings_key
 from trainables.config import AdaptConfig
 from trainables.cost.gpus import GPUS
 from trainables.settings import StrictModel as _Strict
@@ -114,11 +115,19 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return next((a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
 
 
-def config_field(path: str, model: type[BaseModel] = AdaptConfig) -> tuple[bool, list[str]]:
-    """(exists, suggestions) for a dotted path into `model`."""
+def config_field(path: str, model: type[BaseModel] = AdaptConfig,
+                 data: dict[str, Any] | None = None) -> tuple[bool, list[str]]:
+    """(exists, suggestions) for a dotted path into `model`. `data` (the base config mapping) says which
+    component of one's own ('package.module:Class') a section selects, whose settings are fields there too."""
     parts = path.split(".")
     current: type[BaseModel] | None = model
+    node: Any = data or {}
     for i, part in enumerate(parts):
+        plugin = _plugin_settings(current, node, part)
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if plugin is not None:
+            current = plugin
+            continue
         if current is None or part not in current.model_fields:
             names = list(current.model_fields) if current is not None else []
             prefix = ".".join(parts[:i])
@@ -127,6 +136,20 @@ def config_field(path: str, model: type[BaseModel] = AdaptConfig) -> tuple[bool,
             return False, full
         current = _submodel(current.model_fields[part].annotation)
     return True, []
+
+
+def _plugin_settings(model: type[BaseModel] | None, node: Any, part: str) -> type[BaseModel] | None:
+    """The settings class at key `part` of a component of one's own that `node` (a config section) selects."""
+    if model is None or not issubclass(model, ComponentHost) or part in model.model_fields or not isinstance(node, dict):
+        return None
+    name = node.get(model.component_field, model.model_fields[model.component_field].default)
+    if not isinstance(name, str) or model.component_registry.is_builtin(name):
+        return None
+    try:
+        decl = model.component_registry.declaration(name)
+    except Exception:  # noqa: BLE001 - an unknown component is reported by the config's own validation
+        return None
+    return decl.Settings if settings_key(decl) == part else None
 
 
 def _spec_fields_at(path: tuple) -> list[str]:

@@ -22,6 +22,7 @@ from evaluation import evaluate_run
 from evaluation.runner import (ERROR_ARTIFACT_DIR, evaluation_params, evaluation_tags, failed_evaluation,
                                unit_slug)
 from trainables.frozen import model_cache
+from trainables.registry import GUIDANCE
 from trainables.config import AdaptConfig, flatten
 from trainables.adaptation.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
 from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
@@ -38,8 +39,8 @@ def import_entrypoint(path: str):
 
 
 def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git_commit: str) -> dict[str, Any]:
-    guidance_model = cfg.guidance.model if cfg.method == "fusion" else ",".join(
-        f"{m.name}/{m.pretrained}" for m in cfg.nada.clip_models)
+    label = getattr(GUIDANCE.declaration(cfg.method), "models_label", None)   # optional for one's own methods
+    guidance_model = label(cfg) if label is not None else cfg.method
     return {
         ROLE_TAG: ROLE_TRIAL,
         TRIAL_ID_TAG: trial_id,

@@ -163,3 +163,29 @@ def tiny_adapt_dict(models: dict[str, Path], out: Path, **over) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = value
     return cfg
+
+
+class StubGuidance:
+    """Defaults of every member of trainables.protocols.Guidance, for test critics that override only what the
+    test is about (the loop checks that a guidance follows the protocol before its first step)."""
+
+    default_lr = 0.01
+    trainable_set = "fusion"
+    needs_frozen = True
+    selection_needs_frozen = False
+
+    @classmethod
+    def from_config(cls, cfg, device="cpu"):
+        return cls()
+
+    def prepare(self, prompt, source_prompt=None):
+        pass
+
+    def sample_timestep(self, rng=None):
+        return 100
+
+    def backward(self, x_train, x_frozen, t, rng=None):
+        raise NotImplementedError
+
+    def selection_backward(self, x_train, x_frozen=None, t=0, rng=None):
+        return self.backward(x_train, x_frozen, t, rng)

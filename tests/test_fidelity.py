@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from conftest import tiny_adapt_dict
+from conftest import StubGuidance, tiny_adapt_dict
 from sd_reference import IMG, encode, eps_cfg, rms_normalize, vae_input
 from trainables.config import AdaptConfig, DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
@@ -207,7 +207,7 @@ def test_unet_calls_with_both_regularizers(sd_dir, model, engine, calls):
 
 
 # ---- the loop: noise, layer ranking latents, Adam semantics, learning rates -----------------------------
-class _Recorder:
+class _Recorder(StubGuidance):
     """A stand-in critic (the loop is under test, not the guidance): records what it is shown and injects
     d mean(x^2)/dx, a gradient with a known sign."""
 

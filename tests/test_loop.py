@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, tiny_adapt_dict
+from conftest import StubGuidance, REPO, tiny_adapt_dict
 from trainables.adaptation.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.generators import load_generator
@@ -111,7 +111,7 @@ def test_layer_selection_run_trains_only_chosen_layers(tiny_models, tmp_path):
     assert len({l if not l.startswith("convs.") else ".".join(l.split(".")[:2]) for l in layers}) == 1
 
 
-class _NanGuide:
+class _NanGuide(StubGuidance):
     """A guidance that injects NaN: the loop must stop before the optimiser step."""
 
     def sample_timestep(self, rng):

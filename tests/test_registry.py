@@ -21,6 +21,7 @@ class ShrinkGuidance:
     default_lr = 0.01
     trainable_set = "fusion"
     needs_frozen = False
+    selection_needs_frozen = False
 
     @classmethod
     def from_config(cls, cfg, device="cpu"):

@@ -15,6 +15,7 @@ from trainables.errors import ModelNotFoundError
 from trainables.frozen.clip_models import check_open_clip
 from trainables.guidance.lpips_reg import check_lpips_weights
 from trainables.frozen.refs import resolve_diffusers_ref, resolve_text_encoder_ref
+from trainables.registry import GUIDANCE
 from trainables.resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
                         resource_problems, train_side)
 
@@ -56,16 +57,19 @@ def model_problems(cfg: AdaptConfig) -> list[str]:
         except (ModelNotFoundError, ValueError, RuntimeError) as exc:
             problems.append(f"{field}: {exc}")
 
-    if cfg.method == "fusion":
-        attempt("guidance.model", resolve_diffusers_ref, cfg.guidance.model, allow_download=False)
-        if cfg.guidance.text_encoder:
-            attempt("guidance.text_encoder", resolve_text_encoder_ref, cfg.guidance.text_encoder, allow_download=False)
-        if cfg.reg.lpips.weight > 0:
-            attempt("reg.lpips", check_lpips_ref, cfg.reg.lpips.net)
-    else:
-        for i, ref in enumerate(cfg.nada.clip_models):
-            attempt(f"nada.clip_models.{i}", resolve_open_clip_ref, ref.name, ref.pretrained)
+    refs = getattr(GUIDANCE.declaration(cfg.method), "model_refs", None)   # optional for one's own methods
+    for field, kind, ref in (refs(cfg) if refs is not None else []):
+        attempt(field, _RESOLVERS[kind], ref)
     return problems
+
+
+# how each reference type a method declares (its `model_refs`) is checked here, never downloading
+_RESOLVERS = {
+    "diffusers": lambda ref: resolve_diffusers_ref(ref, allow_download=False),
+    "text_encoder": lambda ref: resolve_text_encoder_ref(ref, allow_download=False),
+    "lpips": lambda net: check_lpips_ref(net),
+    "open_clip": lambda ref: resolve_open_clip_ref(*ref),
+}
 
 
 def check_models(cfg: AdaptConfig, source: str = "config") -> None:

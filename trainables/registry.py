@@ -24,13 +24,19 @@ class Registry:
         self.field = field          # the config field that selects from this registry ('method')
         self.kind = kind            # what its entries are ('guidance')
         self._paths: dict[str, str] = {}
+        self._declarations: dict[str, str] = {}
 
-    def add(self, name: str, target: str) -> None:
-        """Register `name` -> 'package.module:Name' (imported only when built)."""
-        module, _, attr = target.partition(":")
-        if not module or not attr:
-            raise ValueError(f"{self.kind} {name!r}: target {target!r} must be 'package.module:Name'")
+    def add(self, name: str, target: str, declaration: str | None = None) -> None:
+        """Register `name` -> 'package.module:Name' (imported only when built). `declaration`: a torch-free
+        'package.module:Name' that declares the component's settings and facts (`Settings`, `settings_key`, ...)
+        when the target's own module is heavy; default: the target itself."""
+        for path in (target, declaration or target):
+            module, _, attr = path.partition(":")
+            if not module or not attr:
+                raise ValueError(f"{self.kind} {name!r}: target {path!r} must be 'package.module:Name'")
         self._paths[name] = target
+        if declaration:
+            self._declarations[name] = declaration
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._paths)
@@ -44,8 +50,22 @@ class Registry:
             f"{self.field} {name!r} is not a registered {self.kind}: must be {choices}, or 'package.module:Name' "
             f"of your own (see trainables/registry.py)")
 
+    def is_builtin(self, name: str) -> bool:
+        return name in self._paths
+
     def load(self, name: str) -> Any:
-        target = self._paths.get(name, self.check(name))
+        return self._import(name, self._paths.get(name, self.check(name)))
+
+    def declaration(self, name: str) -> Any:
+        """What the component declares about itself without building it (its settings class, config key and
+        facts such as a generator kind's config defaults): the registered declaration, else the class itself."""
+        return self._import(name, self._declarations.get(name) or self._paths.get(name, self.check(name)))
+
+    def declarations(self) -> dict[str, Any]:
+        """{name: declaration} of every registered component, in registration order."""
+        return {name: self.declaration(name) for name in self._paths}
+
+    def _import(self, name: str, target: str) -> Any:
         module, _, attr = target.partition(":")
         try:
             return getattr(importlib.import_module(module), attr)
@@ -55,19 +75,20 @@ class Registry:
 
 # What `method` selects: the critic that injects gradients into the generator's output.
 GUIDANCE = Registry("method", "guidance")
-GUIDANCE.add("fusion", "trainables.guidance.fusion:FusionGuidance")
-GUIDANCE.add("nada", "trainables.guidance.nada:NadaGuidance")
+GUIDANCE.add("fusion", "trainables.guidance.fusion:FusionGuidance", "trainables.guidance.fusion_settings:Fusion")
+GUIDANCE.add("nada", "trainables.guidance.nada:NadaGuidance", "trainables.guidance.nada_settings:Nada")
 
 # What `guidance.variant` selects: the score-distillation direction of the Fusion critic (paper SDS or a later
-# variant; trainables/guidance/variants.py, docs/variants.md).
+# variant; one file each in trainables/guidance/variants/, docs/variants.md).
 SCORE_VARIANTS = Registry("guidance.variant", "score-distillation variant")
-SCORE_VARIANTS.add("sds", "trainables.guidance.variants:Sds")
-SCORE_VARIANTS.add("nfsd", "trainables.guidance.variants:Nfsd")
-SCORE_VARIANTS.add("csd", "trainables.guidance.variants:Csd")
-SCORE_VARIANTS.add("delta", "trainables.guidance.variants:Delta")
-SCORE_VARIANTS.add("dds", "trainables.guidance.variants:Dds")
+SCORE_VARIANTS.add("sds", "trainables.guidance.variants.sds:Sds")
+SCORE_VARIANTS.add("nfsd", "trainables.guidance.variants.nfsd:Nfsd")
+SCORE_VARIANTS.add("csd", "trainables.guidance.variants.csd:Csd")
+SCORE_VARIANTS.add("delta", "trainables.guidance.variants.delta:Delta")
+SCORE_VARIANTS.add("dds", "trainables.guidance.variants.dds:Dds")
 
 # What `generator.kind` selects: how a generator family loads, renders, trains and saves.
 GENERATOR_KINDS = Registry("generator.kind", "generator kind")
-GENERATOR_KINDS.add("stylegan2", "trainables.generators.kinds:StyleGAN2Kind")
-GENERATOR_KINDS.add("eg3d", "trainables.generators.kinds:EG3DKind")
+GENERATOR_KINDS.add("stylegan2", "trainables.generators.stylegan2_kind:StyleGAN2Kind",
+                    "trainables.generators.stylegan2_info:StyleGAN2Info")
+GENERATOR_KINDS.add("eg3d", "trainables.generators.eg3d.kind:EG3DKind", "trainables.generators.eg3d.info:EG3DInfo")

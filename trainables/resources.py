@@ -11,7 +11,8 @@ from trainables.config import AdaptConfig
 # 1 TiB is ~7x an H200's 141 GB, so every batch a real device runs passes; the activations of the networks
 # come on top, so this refuses only nonsense (e.g. train.batch_size: 100000000).
 MEMORY_CEILING_BYTES = 1 << 40
-NADA_CLIP_SIDE = 224   # NADA's images go through CLIP at 224 px when nada.image_size is None
+from trainables.guidance.nada_settings import NADA_CLIP_SIDE  # noqa: F401 - re-exported (preflight, tests)
+from trainables.registry import GUIDANCE
 
 
 def batch_floor_bytes(batch: int, side: int, renders: int = 1) -> int:
@@ -30,16 +31,18 @@ def batch_problem(field: str, batch: int, side: int, renders: int = 1, where: st
             f"trainables/resources.py MEMORY_CEILING_BYTES); use a batch of at most {limit} (real runs use 1-16)")
 
 
-def train_side(cfg: AdaptConfig) -> int:
-    """The side the training step's critic works at: Fusion's guidance.image_size, NADA's CLIP input."""
-    if cfg.method == "fusion":
-        return cfg.guidance.image_size
-    return cfg.nada.image_size or NADA_CLIP_SIDE
+def train_side(cfg: AdaptConfig) -> int | None:
+    """The side the training step's critic works at, as its method declares (`critic_side`: Fusion's
+    guidance.image_size, NADA's CLIP input); None when a method of one's own does not say."""
+    side = getattr(GUIDANCE.declaration(cfg.method), "critic_side", None)   # optional for one's own methods
+    return side(cfg) if side is not None else None
 
 
 def resource_problems(cfg: AdaptConfig) -> list[str]:
     """Batch sizes no device holds (each step renders the frozen and the trained generator: 2 renders)."""
     side = train_side(cfg)
+    if side is None:
+        return []
     where = f" (at the critic's {side} px)"
     found = [batch_problem("train.batch_size", cfg.train.batch_size, side, 2, where)]
     if cfg.layers.k > 0:

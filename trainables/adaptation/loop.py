@@ -23,7 +23,7 @@ from trainables.adaptation.checkpointing import load_train_state, restore_rng, s
 from trainables.config import AdaptConfig
 from trainables.config_io import dump_config
 from trainables.devices import resolve_device, set_cpu_threads
-from trainables.generators.kinds import generator_kind
+from trainables.generators.kinds import kind_for
 from trainables.adaptation.grids import save_rows
 from trainables.guidance import build_guidance
 from trainables.adaptation.step import Trainer
@@ -92,7 +92,7 @@ def adapt(cfg: AdaptConfig, callbacks: Iterable[Callback] = (), resume_from: str
 
     torch.manual_seed(cfg.seed)
     tic_load = time.perf_counter()
-    kind = generator_kind(cfg.generator.kind)
+    kind = kind_for(cfg.generator)
     g_frozen = kind.load(cfg.generator.checkpoint).to(device).eval().requires_grad_(False)
     guide = guidance if guidance is not None else prepared_guidance(cfg, device)
     trainer = Trainer.build(cfg, kind, g_frozen, guide, device)

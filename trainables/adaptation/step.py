@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from trainables.config import AdaptConfig
+from trainables.protocols import GeneratorKind, Guidance, LayerSelectableKind, require
 from trainables.registry import GUIDANCE
-from trainables.adaptation.trainable_set import names_for_layers, rank_wplus_layers, set_trainable, synthesis_names, topk_indices
+from trainables.adaptation.trainable_set import rank_wplus_layers, set_trainable, topk_indices
 
 
 class StepNoise:
@@ -64,10 +65,10 @@ class Trainer:
     """The state one step needs. `build` makes the trained copy, its trainable set and its optimiser."""
 
     cfg: AdaptConfig
-    kind: Any                             # trainables.generators.kinds: StyleGAN2Kind | EG3DKind
+    kind: GeneratorKind                   # trainables/generators/kinds.py (the registry's generator family)
     g_frozen: torch.nn.Module
     g_train: torch.nn.Module
-    guide: Any                            # a guidance object (trainables.guidance)
+    guide: Guidance                       # a guidance object (trainables.guidance)
     optimizer: torch.optim.Optimizer
     rng: torch.Generator                  # z, t, SDS noise, selection latents
     noise_rng: torch.Generator            # per-step seeds of per-layer noise
@@ -77,15 +78,18 @@ class Trainer:
     choose: Callable[[torch.Tensor, int], list[int]] = topk_indices     # layer selection's ranking -> indices
 
     @classmethod
-    def build(cls, cfg: AdaptConfig, kind, g_frozen: torch.nn.Module, guide, device: torch.device,
+    def build(cls, cfg: AdaptConfig, kind: GeneratorKind, g_frozen: torch.nn.Module, guide: Guidance,
+              device: torch.device,
               **overrides) -> "Trainer":
+        require(guide, Guidance, f"method {cfg.method!r}")
+        require(kind, LayerSelectableKind if cfg.layers.k > 0 else GeneratorKind, f"generator.kind {cfg.generator.kind!r}")
         g_train = copy.deepcopy(g_frozen)
         set_trainable(g_train, kind.trainable_names(g_train, GUIDANCE.load(cfg.method).trainable_set,
                                                     cfg.optim.freeze_bias))
         # Adam over every generator parameter; requires_grad decides which ones get gradients (and steps).
         optimizer = torch.optim.Adam(g_train.parameters(), lr=cfg.learning_rate,
                                      betas=(cfg.optim.beta1, cfg.optim.beta2))
-        selection = synthesis_names(g_train) if cfg.layers.k > 0 and cfg.layers.unselected == "zero_grad" else set()
+        selection = kind.synthesis_names(g_train) if cfg.layers.k > 0 and cfg.layers.unselected == "zero_grad" else set()
         return cls(cfg=cfg, kind=kind, g_frozen=g_frozen, g_train=g_train, guide=guide, optimizer=optimizer,
                    rng=torch.Generator().manual_seed(cfg.seed), noise_rng=torch.Generator().manual_seed(cfg.seed + 1),
                    device=device, selection_names=selection, **overrides)
@@ -97,7 +101,7 @@ class Trainer:
         inputs = kind.step_inputs(self.g_frozen, cfg.train.batch_size, self.rng, cfg.train.truncation, self.device)
         noise = StepNoise(cfg.train.noise_mode, self.noise_rng, self.device)
         x_frozen = None
-        if getattr(guide, "needs_frozen", True):   # no frozen forward when nothing reads it (SDS alone)
+        if guide.needs_frozen:   # no frozen forward when nothing reads it (SDS alone)
             with torch.no_grad():
                 x_frozen = kind.render(self.g_frozen, inputs, noise.mode, noise.generator())
         t = self.timestep() if self.timestep is not None else int(guide.sample_timestep(self.rng))
@@ -125,12 +129,13 @@ class Trainer:
     def _select_layers(self, t: int) -> list[int]:
         """The authors' determine_opt_layers: a fresh z batch, its own noise, SDS alone (Fusion) or the global
         CLIP loss (NADA) at this step's t; only W+ moves, so no generator gradients are needed."""
-        cfg, kind = self.cfg, self.kind
+        cfg = self.cfg
+        kind: LayerSelectableKind = self.kind      # layers.k > 0 is refused for kinds without layer_selection
         set_trainable(self.g_train, set())
         sel_inputs = kind.step_inputs(self.g_frozen, cfg.layers.batch_size, self.rng, cfg.layers.truncation, self.device)
         sel_noise = StepNoise(cfg.layers.noise_mode, self.noise_rng, self.device).generator()  # advances per render
         x_sel_frozen = None
-        if getattr(self.guide, "selection_needs_frozen", False):   # DDS: the source branch reads the frozen render
+        if self.guide.selection_needs_frozen:   # DDS: the source branch reads the frozen render
             with torch.no_grad():
                 x_sel_frozen = kind.render(self.g_frozen, sel_inputs, cfg.layers.noise_mode, sel_noise)
         chosen, _ = rank_wplus_layers(
@@ -140,5 +145,5 @@ class Trainer:
             selection_backward=lambda x: self.guide.selection_backward(x, x_sel_frozen, t=t, rng=self.rng),
             k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr, choose=self.choose,
         )
-        set_trainable(self.g_train, names_for_layers(self.g_train, chosen, cfg.optim.freeze_bias))
+        set_trainable(self.g_train, kind.layer_names(self.g_train, chosen, cfg.optim.freeze_bias))
         return chosen

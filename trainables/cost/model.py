@@ -32,14 +32,17 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import snapshot_download
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
+from trainables.components import settings_key
 from trainables.config import AdaptConfig
-from trainables.generators.kinds import generator_kind
+from trainables.generators.kinds import kind_for
 from trainables.frozen.clip_models import LoadedClip, build_open_clip_architecture
 from trainables.devices import DTYPES
 from trainables.frozen.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
 from trainables.guidance.fusion import FusionGuidance
 from trainables.guidance.nada import NadaGuidance
 from trainables.adaptation.step import Trainer
+from trainables.protocols import Guidance
+from trainables.registry import GUIDANCE
 from trainables.cost.counter import CostCounter
 from trainables.cost.gpus import GPUS, gpu
 
@@ -180,7 +183,33 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
     return guide
 
 
-_GUIDES = {"fusion": _fusion_guidance, "nada": _nada_guidance}
+# Built-in critics whose frozen networks are rebuilt from their architecture (no weights needed); any other
+# registered or 'package.module:Class' method is built by its own `from_config` under fake tensors (its
+# networks' weights, if it loads any from disk, must be there, or the method gives itself a classmethod
+# `cost_build(cfg, counter, notes)` that builds it from architecture alone).
+_ARCHITECTURE_BUILDERS = {"fusion": _fusion_guidance, "nada": _nada_guidance}
+
+
+def _build_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> Guidance:
+    if cfg.method in _ARCHITECTURE_BUILDERS:
+        return _ARCHITECTURE_BUILDERS[cfg.method](cfg, counter, notes)
+    cls = GUIDANCE.load(cfg.method)
+    build = getattr(cls, "cost_build", None)          # optional capability of a method of one's own
+    guide = build(cfg, counter, notes) if build is not None else cls.from_config(cfg, "cpu")
+    for name, module in vars(guide).items():          # its networks, charged under their attribute names
+        if isinstance(module, torch.nn.Module):
+            counter.label(module, name)
+    guide.prepare(cfg.prompt, cfg.source_prompt)
+    notes.append(f"method {cfg.method!r} built by its own {'cost_build' if build else 'from_config'}")
+    return guide
+
+
+def _precision(cfg: AdaptConfig) -> str:
+    """The critic's precision: its settings' `precision` field (fp32 when it has none; the reference engine's)."""
+    if cfg.method == "fusion" and cfg.guidance.engine == "reference":
+        return "fp32"
+    key = settings_key(GUIDANCE.declaration(cfg.method))
+    return str(getattr(getattr(cfg, key), "precision", "fp32")) if key else "fp32"
 
 
 class _RealDraws:
@@ -204,20 +233,18 @@ def _module_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
 
 def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T) -> CostReport:
     """Trace two steps of `cfg` under fake tensors; report the second (see the module docstring)."""
-    if cfg.method not in _GUIDES:
-        raise ValueError(f"method {cfg.method!r}: the cost model knows {sorted(_GUIDES)}")
     notes: list[str] = []
     traced = cfg.model_copy(update={
         "train": cfg.train.model_copy(update={"noise_mode": "const"}),
         "layers": cfg.layers.model_copy(update={"noise_mode": "const"}),
     })
-    kind = generator_kind(cfg.generator.kind)
+    kind = kind_for(cfg.generator)
     arch = kind.architecture(cfg.generator, notes)           # real config, read before faking
     counter = CostCounter()
     with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True):
         warnings.simplefilter("ignore")                     # fake tensors' data_ptr deprecation chatter
         g_frozen = kind.build(arch).eval().requires_grad_(False)
-        guide = _GUIDES[cfg.method](traced, counter, notes)
+        guide = _build_guidance(traced, counter, notes)
         trainer = Trainer.build(traced, _RealDraws(kind), g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
                                 choose=lambda movement, k: list(range(min(k, movement.numel()))))
         counter.label(g_frozen, "generator_frozen")
@@ -233,8 +260,7 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
             trainer.step()
         weight_bytes = sum(w.numel() * w.element_size() for w in weights)
     counter.close()
-    precision = "fp32" if (cfg.method == "fusion" and cfg.guidance.engine == "reference") else (
-        cfg.guidance.precision if cfg.method == "fusion" else cfg.nada.precision)
+    precision = _precision(cfg)
     return CostReport(
         config_name=cfg.name, step_flops=counter.total_flops,
         by_component={k: v for k, v in counter.flops.items() if v},

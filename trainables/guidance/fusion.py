@@ -5,7 +5,7 @@ Equations (docs/engine.md numbers them; ../shared/paper.md "Score distillation" 
     (2) z_t = sqrt(a_t) z + sqrt(1 - a_t) eps,  eps ~ N(0, I),  a_t = alpha_bar_t
     (3) eps_hat_cfg = eps_u + s (eps_c - eps_u)
     (4) grad_z = nan_to_num(clamp(w(t) d * grad_scale, -c, c)),  w(t) = 1 - a_t | 1,
-        d = eps_hat_cfg - eps (paper SDS) or a later variant's direction (guidance.variant, variants.py)
+        d = eps_hat_cfg - eps (paper SDS) or a later variant's direction (guidance.variant, guidance/variants/)
     (5) image clamp: g_x = (dz/dx)^T grad_z, clamped per sample to +-quantile_q(|g_x|)
     (6) directional: g = clamp((1 - a_t) (eps_hat(z_t_train) - eps_hat(z_t_frozen)) * weight * grad_scale)
     (7) reconstruction: x0 = (z_t - sqrt(1-a) e) / sqrt(a), g_e = d MSE(x0, z_frozen) / d e,
@@ -34,7 +34,7 @@ from trainables.devices import DTYPES
 from trainables.registry import SCORE_VARIANTS
 from trainables.frozen.diffusion_model import FrozenDiffusion
 from trainables.guidance.lpips_reg import LpipsRegularizer
-from trainables.guidance.variants import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
+from trainables.guidance.variants.base import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
 
 REG_TRAIN, REG_FROZEN = "reg_train", "reg_frozen"   # the regularizers' latents (their own eps2)
 

@@ -47,6 +47,7 @@ class NadaGuidance:
     default_lr = 0.002 * 0.8         # train.py: lr 0.002 x g_reg_ratio 0.8
     trainable_set = "nada"           # const, conv1 and every conv, whole (generators/groups.py::nada_training_layers)
     needs_frozen = True              # the image direction is E(x_train) - E(x_frozen)
+    selection_needs_frozen = False   # layer selection's global CLIP loss reads the trained render only
 
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu") -> "NadaGuidance":
