@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.launcher import STATE_FILE, check_cluster_reach, resolve_storage
+from sweeps.cluster import check_cluster_reach
+from sweeps.storage import STATE_FILE, resolve_storage
 from sweeps.spec import SweepError, SweepSpec
 from sweeps.status import sweep_status
 
