@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sweeps.spec import MissingModelError, SweepError, load_sweep
-from tracking import PARENT_RUN_TAG, default_tracking_dir, experiment_runs, mlflow_client
+from tracking import PARENT_RUN_TAG, TrackingTarget, experiment_runs
 
 REPO = Path(__file__).resolve().parents[1]
 UI = "http://127.0.0.1:5000"   # `make ui` (python -m tracking ui)
@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - tic) / 60
-    name = load_sweep(args.sweep).spec.name
-    store = Path(default_tracking_dir())
-    client = mlflow_client(f"sqlite:///{store / 'mlflow.db'}")
+    spec = load_sweep(args.sweep).spec
+    name = spec.name
+    # where run_sweep sent the runs (the same rule; no --tracking-uri here): the local store ./mlruns, read
+    # directly now that the sweep's server is gone
+    target = TrackingTarget.resolve(sweep_file=spec.tracking_uri)
+    client = target.client()
     print(f"\ndemo finished in {minutes:.1f} min (exit {rc}).")
     print("Open the MLflow UI on the results (lean server on 127.0.0.1:5000; Ctrl-C stops it):  make ui")
     experiment = client.get_experiment_by_name(name)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"&workflowType=machine_learning")
     print("  the table and comparison figure are artifacts of the sweep run, under table/")
     print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
-          f"--tracking-uri sqlite:///{store / 'mlflow.db'}")
+          f"--tracking-uri {target.backend_uri}")
     return rc
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking import default_tracking_uri, experiment_runs, mlflow_client, retry, slug
+from tracking import TrackingTarget, experiment_runs, retry, slug
 from trainables.adaptation.grids import save_rows
 from trainables.registry import SCORE_VARIANTS
 
@@ -107,10 +107,10 @@ class GridError(ValueError):
 
 
 # ---- runs -----------------------------------------------------------------------------------------------
-def read_trials(experiment: str, tracking_uri: str | None, parent: str | None) -> tuple[str | None, list[Trial]]:
+def read_trials(experiment: str, tracking: TrackingTarget, parent: str | None) -> tuple[str | None, list[Trial]]:
     """The trial runs of one sweep of `experiment`: `parent`, else the newest (parent of the newest trial),
     the same choice as `python -m pocket summary`."""
-    client = mlflow_client(tracking_uri or default_tracking_uri())
+    client = tracking.client()
     _, runs = experiment_runs(client, experiment)
     trials = [Trial(r.info.run_id, r.data.params.get("prompt") or r.data.tags.get("prompt") or "?",
                     str(r.data.params.get("seed", "?")), r.info.status, r.info.start_time or 0,
@@ -408,7 +408,8 @@ def prompt_rows(chosen: list[tuple[str, Trial, list[Trial]]], client: Any, tmp: 
 
 def write_figures(cfg: FigureConfig, emit: Callable[[str], None] = print) -> Result:
     """One PNG per prompt (and index.png) under cfg.out; every skipped row is a note, emitted and returned."""
-    parent, trials = read_trials(cfg.experiment, cfg.tracking_uri, cfg.parent)
+    tracking = TrackingTarget.of(cfg.tracking_uri)      # None: the local store ./mlruns
+    parent, trials = read_trials(cfg.experiment, tracking, cfg.parent)
     out = cfg.out or Path("docs/figures/pocket") / cfg.experiment
     out.mkdir(parents=True, exist_ok=True)
     labels = config_labels(trials)
@@ -416,7 +417,7 @@ def write_figures(cfg: FigureConfig, emit: Callable[[str], None] = print) -> Res
     columns = sorted(order, key=order.get)
     prompts = prompt_order({t.prompt for t in trials})
     frozen = frozen_baseline(prompts) if cfg.frozen_metrics else {}
-    client = mlflow_client(cfg.tracking_uri or default_tracking_uri())
+    client = tracking.client()
     notes: list[str] = []
 
     def note(text: str) -> None:

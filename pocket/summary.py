@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from evaluation.table import runs_dataframe
-from tracking import default_tracking_uri
+from tracking import TrackingTarget
 from trainables.generators import load_generator
 
 from . import refs
@@ -39,8 +39,8 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
 def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
               params: tuple[str, ...] = (), label_params: tuple[str, ...] = ()) -> pd.DataFrame:
     """The newest sweep's trial runs; `label_params` are shown in the method label ('Fusion (reg.x=0.3)')."""
-    runs = runs_dataframe(experiment, tracking_uri or default_tracking_uri(), extra_params=label_params,
-                          params=params)   # where sweeps log by default
+    runs = runs_dataframe(experiment, TrackingTarget.of(tracking_uri).uri, extra_params=label_params,
+                          params=params)   # None: the local store ./mlruns, where sweeps log by default
     if runs.empty:
         raise SystemExit(f"experiment {experiment!r} has no trial runs; run `python -m sweeps run "
                          f"sweeps/pocket/table.yaml` first (or pass --tracking-uri)")

@@ -11,6 +11,7 @@ import os
 import sys
 
 from .spec import MissingModelError, SweepError, check_models, load_sweep
+from .storage import resolve_storage
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -47,8 +48,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         gpu_text += f" (auto: {round(1 / auto) if auto else 0} trial(s) per {res.gpu_type})"
     print(f"resources per trial: cpu={res.cpu:g} gpu={gpu_text}; max_concurrent_trials="
           f"{spec.max_concurrent_trials or 'unlimited'}; retries={spec.retries}; search={spec.search.type}")
-    from .launcher import resolve_storage  # late: the cost model behind it imports open_clip and diffusers (~6 s)
-
     print(f"storage: {resolve_storage(None, spec.storage_path) / spec.name}; tracking: {spec.tracking_uri or 'local ./mlruns (served on loopback)'}")
     if spec.retries and any(t.config.train.checkpoint_every == 0 for t in sweep.trials):
         print("note: retries > 0 but train.checkpoint_every is 0: a retried trial restarts from step 0 "

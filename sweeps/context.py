@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evaluation.config import EvalConfig
 from trainables.config import AdaptConfig, flatten
-from tracking import slug
+from tracking import TrackingTarget, slug
 
 # axes the run name always shows (method, prompt) or ends with (seed); an axis zipped with one of them is
 # determined by it (e.g. the method's learning rate) and is left out of the name
@@ -23,11 +23,12 @@ NAMED_ALWAYS = ("method", "prompt", "seed")
 class TrialContext(BaseModel):
     """Everything a trial shares with its sweep (not a hyperparameter: never in Tune's tables)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     experiment: str                                   # MLflow experiment = sweep name
     base: dict[str, Any]                              # the base AdaptConfig mapping (refs absolutized when embedded)
-    tracking_uri: str                                 # where the trial's run goes (the driver's server or URI)
+    tracking: TrackingTarget                          # where the trial's run goes (a served store: the driver's
+                                                      # server's URL; a URI string is taken as a target)
     trials_dir: str                                   # <storage>/<sweep>/trials: one folder per trial
     parent_run_id: str | None = None                  # the sweep's parent run (mlflow.parentRunId of each trial)
     checkpoint_every: int | None = None               # sweep override of train.checkpoint_every
@@ -39,6 +40,11 @@ class TrialContext(BaseModel):
     final_flush_timeout_s: float = Field(300.0, gt=0) # wait this long for the trial's spool at the end
     name_axes: tuple[str, ...] = ()                   # varying axes shown in run names (`run_name`)
     model_cache_entries: int = Field(4, ge=0)         # frozen models a reused worker keeps (model_cache; 0 = off)
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        return TrackingTarget(value) if isinstance(value, str) else value
 
 
 def name_axes(axes: list[list[str]], varying: list[str]) -> tuple[str, ...]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tracking import mlflow_client
+from tracking import TrackingTarget
 
-from .launcher import experiment_dir, read_state, resolve_storage
+from .storage import experiment_dir, read_state, resolve_storage
 from .spec import load_sweep
 
 SHOW_METRICS = ("step", "perf/it_per_s", "train/grad_norm", "loss/sds_mse", "eval/fid", "eval/clip_score")
@@ -52,10 +52,11 @@ def sweep_status(name: str, storage: str | None = None, tracking_uri: str | None
         widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         for row in [header, *rows]:
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)))
-    uri = tracking_uri or state.get("tracking_uri")
+    # --tracking-uri, else what the sweep recorded (a served local store: read directly, no server)
+    target = TrackingTarget(tracking_uri, source="--tracking-uri") if tracking_uri else TrackingTarget.from_record(state)
     parent = state.get("parent_run_id")
-    if uri and parent:
-        lines.extend(_mlflow_lines(uri, name, parent))
+    if target is not None and parent:
+        lines.extend(_mlflow_lines(target, name, parent))
     return "\n".join(lines)
 
 
@@ -67,9 +68,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _mlflow_lines(uri: str, experiment: str, parent: str) -> list[str]:
+def _mlflow_lines(target: TrackingTarget, experiment: str, parent: str) -> list[str]:
+    uri = target.uri
     try:   # one try, no retry: status answers at once, unreachable is a valid answer
-        client = mlflow_client(uri)
+        client = target.client()
         exp = client.get_experiment_by_name(experiment)
         runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
         statuses = Counter(r.info.status for r in runs)

@@ -1,7 +1,7 @@
 """One sweep trial inside a Ray worker: config -> MLflow child run -> adapt (resumable) -> evaluation.
 
 The Tune param space holds one key, `point` = {"index": i, "overrides": {dotted path: value}}; everything
-the sweep shares (the base config, tracking URI, parent run id, storage) arrives as a frozen
+the sweep shares (the base config, tracking target, parent run id, storage) arrives as a frozen
 `sweeps.context.TrialContext` through `tune.with_parameters`, so it is not a hyperparameter and is not shown
 in tables. The trial's MLflow run is named from its config (`context.run_name`, e.g. fusion-a-red-circle-s0);
 Tune's trial id and name are tags (sweep.trial_id, sweep.trial_name).
@@ -68,7 +68,7 @@ def _evaluate(ctx: TrialContext, cfg: AdaptConfig, result: Any, out_dir: Path, t
     eval_cfg = ctx.evaluation
     online = tracker.flush(60.0)    # the run and its eval.* params must be visible to evaluation's checks
     try:
-        metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx.tracking_uri,
+        metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx.tracking.uri,
                                run_id=tracker.run_id if online else None,
                                source_generator=cfg.generator.checkpoint, out_dir=out_dir)
         raised = False
@@ -128,7 +128,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     restored = restore_checkpoint(trial_dir / "restored")
     tracker = RunTracker(
-        ctx.tracking_uri, ctx.experiment, spool_dir=trial_dir / "mlflow_spool",
+        ctx.tracking.uri, ctx.experiment, spool_dir=trial_dir / "mlflow_spool",
         run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.parent_run_id,
         run_name=run_name(cfg, ctx.name_axes),
         tags=trial_tags(cfg, trial_id, trial_name, index, ctx.git_commit),

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.launcher import STATE_FILE, check_cluster_reach, resolve_storage
+from sweeps.cluster import check_cluster_reach
+from sweeps.storage import STATE_FILE, resolve_storage
 from sweeps.spec import SweepError, SweepSpec
 from sweeps.status import sweep_status
+from tracking import TrackingTarget
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,11 +139,13 @@ def test_cluster_spanning_machines_needs_shared_storage_and_a_reachable_tracking
         check_cluster_reach(local, "http://10.0.0.5:5000", _sweep(), nodes=two_machines)
     assert "SWEEPS_SHARED_MOUNTS" in str(err.value)
     clean_env.setenv("SWEEPS_SHARED_MOUNTS", f"/nonexistent{os.pathsep}{tmp_path / 'local'}")
-    for loopback in ("http://127.0.0.1:5000", "http://localhost:5000", "sqlite:////tmp/mlflow.db"):
+    for loopback in ("http://127.0.0.1:5000", "http://localhost:5000", "sqlite:////tmp/mlflow.db",
+                     TrackingTarget(store=tmp_path / "mlruns"), TrackingTarget("http://127.0.0.2:5000")):
         with pytest.raises(SweepError, match="only reaches this machine") as err:
             check_cluster_reach(local, loopback, _sweep(), nodes=two_machines)
         assert "--tracking-uri" in str(err.value) and "--expose" in str(err.value)
     check_cluster_reach(local, "http://10.0.0.5:5000", _sweep(), nodes=two_machines)   # shared + reachable
+    check_cluster_reach(local, TrackingTarget("http://10.0.0.5:5000"), _sweep(), nodes=two_machines)
 
 
 @pytest.mark.slow

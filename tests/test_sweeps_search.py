@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from sweeps.launcher import _tune_config, param_space, trial_name
+from sweeps.tuner import param_space, trial_name, tune_config
 from sweeps.spec import load_sweep
 
 
@@ -37,7 +37,7 @@ def test_grid_space_is_one_grid_search_over_points(tmp_path):
 
 def test_asha_uses_loop_steps_as_time(tmp_path):
     sweep = _sweep(tmp_path, "{type: asha, metric: loss/sds_mse, grace_period: 50}", "grid: {seed: [1, 2, 3]}")
-    cfg = _tune_config(sweep)
+    cfg = tune_config(sweep)
     sched = cfg.scheduler
     assert type(sched).__name__ == "AsyncHyperBandScheduler"
     assert sched._time_attr == "step" and sched._max_t == 300 and sched.metric == "loss/sds_mse"
@@ -48,7 +48,7 @@ def test_optuna_space_converts(tmp_path):
     sweep = _sweep(tmp_path, "{type: optuna, num_samples: 4, metric: loss/sds_mse, mode: min, params: "
                              "{guidance.cfg_scale: {dist: loguniform, low: 5, high: 100}, "
                              "reg.lpips.weight: {dist: choice, values: [0.0, 0.3]}}}")
-    cfg = _tune_config(sweep)
+    cfg = tune_config(sweep)
     assert cfg.num_samples == 4
     space = param_space(sweep)
     assert cfg.search_alg.set_search_properties("loss/sds_mse", "min", space)
@@ -87,7 +87,7 @@ def test_optuna_on_a_final_only_metric_learns_from_the_last_result(tmp_path, mon
     monkeypatch.delenv(STRICT_CHECK_ENV, raising=False)
     optuna = "{type: optuna, num_samples: 2, metric: eval/clip_score, mode: max, params: {optim.lr: {dist: loguniform, low: 0.001, high: 0.01}}}"
     sweep = _sweep(tmp_path, optuna, EVAL_BLOCK)
-    alg = _tune_config(sweep).search_alg
+    alg = tune_config(sweep).search_alg
     assert isinstance(alg, FinalMetricOptuna) and __import__("os").environ[STRICT_CHECK_ENV] == "1"
     assert alg.set_search_properties("eval/clip_score", "max", param_space(sweep))
     values = {}
@@ -107,5 +107,5 @@ def test_step_metric_optuna_keeps_strict_checking(tmp_path, monkeypatch):
 
     monkeypatch.delenv(STRICT_CHECK_ENV, raising=False)
     sweep = _sweep(tmp_path, "{type: optuna, num_samples: 2, metric: loss/sds_mse, params: {optim.lr: {dist: uniform, low: 0.001, high: 0.01}}}")
-    alg = _tune_config(sweep).search_alg
+    alg = tune_config(sweep).search_alg
     assert not isinstance(alg, FinalMetricOptuna) and STRICT_CHECK_ENV not in __import__("os").environ

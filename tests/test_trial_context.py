@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ctx(**kw) -> TrialContext:
-    fields = dict(experiment="e", base={"prompt": "a red circle"}, tracking_uri="http://127.0.0.1:5000",
+    fields = dict(experiment="e", base={"prompt": "a red circle"}, tracking="http://127.0.0.1:5000",
                   trials_dir="/tmp/trials")
     return TrialContext(**{**fields, **kw})
 
@@ -27,7 +27,7 @@ def _ctx(**kw) -> TrialContext:
 def test_context_is_frozen_and_strict():
     ctx = _ctx()
     with pytest.raises(ValidationError):
-        ctx.tracking_uri = "elsewhere"
+        ctx.tracking = "elsewhere"
     with pytest.raises(ValidationError, match="final_flush_timeout"):
         _ctx(final_flush_timeout=3)            # a misspelt field is refused, not silently ignored
     with pytest.raises(ValidationError, match="num_samples"):
@@ -52,7 +52,7 @@ def test_run_trial_refuses_an_untyped_context():
     from sweeps.trial import run_trial
 
     with pytest.raises(TypeError, match="TrialContext"):
-        run_trial({"point": {}}, {"tracking_uri": "x"})
+        run_trial({"point": {}}, {"tracking": "x"})
 
 
 def test_demo_run_names():

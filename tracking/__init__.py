@@ -1,7 +1,9 @@
 """MLflow for the whole project, in one place; trainables, evaluation and sweeps import it, it imports none
 of them.
 
-    client.py       mlflow_client(uri): the only MlflowClient constructor (after env.configure_env)
+    client.py       mlflow_client(uri | target): the only MlflowClient constructor (after env.configure_env)
+    target.py       TrackingTarget: a URI or a local store served on loopback; the URI precedence, the server's
+                    start/stop, the client (passed instead of a URI string)
     env.py          MLflow's environment, set once (MLflow's own HTTP retries off: errors.py is the policy)
     errors.py       classify_error (TRANSIENT / PERMANENT / UNKNOWN) and retry: the one retry policy
     conventions.py  size limits, tag names, experiment kind, ensure_experiment, truncate_params, slug
@@ -15,7 +17,7 @@ MLflow itself loads on first use (about 1 s), not on import.
 """
 from __future__ import annotations
 
-from .client import mlflow_client
+from .client import mlflow_client, tracking_uri_of
 from .conventions import (EXPERIMENT_KIND_TAG, MAX_PARAM_LEN, MAX_TAG_LEN, MODEL_TRAINING_KIND, PARENT_RUN_TAG,
                           ROLE_PARENT, ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, clip_param, clip_tag, clip_tags,
                           ensure_experiment, slug, truncate_params)
@@ -25,9 +27,10 @@ from .runs import experiment_runs, finish_run, git_commit, start_parent_run, sum
 from .server import LocalMlflowServer, serve_local, wait_healthy
 from .spool import OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, RunTracker, replay
 from .store import default_tracking_dir, default_tracking_uri, is_sqlite, sqlite_artifact_location
+from .target import TrackingTarget, is_loopback_host, is_loopback_uri
 
 __all__ = [
-    "mlflow_client", "configure_env", "classify_error", "is_retryable", "retry", "TRANSIENT", "PERMANENT", "UNKNOWN",
+    "mlflow_client", "tracking_uri_of", "TrackingTarget", "is_loopback_host", "is_loopback_uri", "configure_env", "classify_error", "is_retryable", "retry", "TRANSIENT", "PERMANENT", "UNKNOWN",
     "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "MAX_PARAM_LEN", "MAX_TAG_LEN", "PARENT_RUN_TAG", "ROLE_TAG",
     "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_ID_TAG", "clip_param", "clip_tag", "clip_tags", "ensure_experiment", "slug",
     "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "summarize_children",

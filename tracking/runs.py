@@ -10,24 +10,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .client import mlflow_client
+from .client import Target, mlflow_client, tracking_uri_of
 from .conventions import PARENT_RUN_TAG, ROLE_PARENT, ROLE_TAG, clip_tags, ensure_experiment
 from .errors import retry
 from .store import sqlite_artifact_location
 
 
-def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str, Any],
+def start_parent_run(tracking_uri: Target, experiment: str, *, run_name: str, tags: dict[str, Any],
                      spec_text: str | None = None, extra_artifacts: dict[str, str] | None = None,
                      run_id: str | None = None, artifact_location: str | None = None) -> str:
     """Create (or reopen) the sweep's parent run; the spec YAML goes in as an artifact. Returns its id.
 
-    `artifact_location` applies when the experiment is created (default: beside a SQLite store, else the
-    server's default)."""
+    `tracking_uri`: a URI or a `TrackingTarget`. `artifact_location` applies when the experiment is created
+    (default: beside a SQLite store, else the server's default)."""
     client = mlflow_client(tracking_uri)
     if run_id:
         retry(lambda: client.update_run(run_id, status="RUNNING"), what="reopen parent run")
     else:
-        location = artifact_location or sqlite_artifact_location(tracking_uri)
+        location = artifact_location or sqlite_artifact_location(tracking_uri_of(tracking_uri) or "")
         exp_id = retry(lambda: ensure_experiment(client, experiment, location), what="create experiment")
         run = retry(lambda: client.create_run(exp_id, run_name=run_name, tags=clip_tags(tags)),
                     what="create parent run")
@@ -42,7 +42,7 @@ def start_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags:
     return run_id
 
 
-def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+def finish_run(tracking_uri: Target, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
     from mlflow.entities import RunTag  # late: mlflow (~1.6 s) loads on first use (client.py)
 
     client = mlflow_client(tracking_uri)
@@ -78,7 +78,7 @@ def summary_key(run_name: str, metric: str) -> str:
     return re.sub(r"[^\w\-. /]", "_", f"{metric}/{run_name}")
 
 
-def summarize_children(tracking_uri: str, parent_run_id: str,
+def summarize_children(tracking_uri: Target, parent_run_id: str,
                        select: Callable[[set[str]], set[str]]) -> dict[str, float]:
     """Log each child run's latest value of the metrics `select` keeps (given every children's metric key) onto
     the parent, as
