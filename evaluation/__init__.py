@@ -14,7 +14,7 @@ from .config import EvalConfig, load_eval_config
 
 _LAZY = {
     "evaluate_run": "runner", "evaluate_experiment": "runner", "evaluate_generator": "runner",
-    "EvalContext": "runner", "table_dataframe": "table", "runs_dataframe": "table", "log_table": "table",
+    "EvalContext": "context", "table_dataframe": "table", "runs_dataframe": "table", "log_table": "table",
     "render": "table", "sample_checkpoint": "sampling", "sample_source_generator": "sampling",
     "compute_fid": "fid", "EvalMetrics": "runner", "MetricError": "runner", "missing_metrics": "runner",
     "evaluation_problems": "preflight", "check_evaluation": "preflight",

@@ -27,7 +27,7 @@ import torch
 from trainables.devices import resolve_device
 from trainables.objects import import_object  # noqa: F401  (re-exported: evaluation.runner, preflight)
 
-from .config import CLEANFID_INCEPTION, EvalConfig, FidConfig
+from .defaults import CLEANFID_INCEPTION
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 IMAGE_EXTS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
@@ -84,7 +84,7 @@ def check_inception(inception_path: str | Path = CLEANFID_INCEPTION) -> Path:
     )
 
 
-def build_feature_model(fid_cfg: FidConfig, device: torch.device) -> FeatureModel:
+def build_feature_model(fid_cfg: "FidConfig", device: torch.device) -> FeatureModel:
     if fid_cfg.feature_extractor == "inception":
         path = ensure_inception(fid_cfg.inception_path)
         from cleanfid.features import build_feature_extractor  # late: clean-fid ~1.8 s; validate loads fid.py only
@@ -233,7 +233,7 @@ class FidResult:
     reference_source: str | None
 
 
-def compute_fid(folder: str | Path, cfg: EvalConfig, feature_model: FeatureModel | None = None,
+def compute_fid(folder: str | Path, cfg: "EvalConfig", feature_model: FeatureModel | None = None,
                 feats: np.ndarray | None = None) -> FidResult:
     """FID (+ KID) of a folder of samples against `cfg.fid.reference`; features returned for diversity.
 
@@ -261,7 +261,7 @@ def compute_fid(folder: str | Path, cfg: EvalConfig, feature_model: FeatureModel
     return FidResult(fid, kid, feats, ref.source)
 
 
-def save_reference_stats(reference: str | Path, out: str | Path, cfg: EvalConfig) -> Path:
+def save_reference_stats(reference: str | Path, out: str | Path, cfg: "EvalConfig") -> Path:
     """Precompute a reference .npz (mu, sigma, feats) with the config's feature model, for `fid.reference`."""
     device = resolve_device(cfg.device)
     model = build_feature_model(cfg.fid, device)

@@ -13,7 +13,8 @@ What evaluation writes:
     metrics   eval/fid, eval/kid, eval/clip_score (+ eval/clip_score/<model>-<tag>), eval/lpips_diversity
               (+ eval/lpips_diversity_std over groups), eval/feature_diversity, plugin metrics eval/...
     params    EvalConfig.as_params() (eval.*) + eval.latents.sha256
-    tags      eval.fingerprint, eval.samples_dir, eval.extra_metrics_done (plugins that succeeded),
+    tags      eval.fingerprint, eval.samples_dir, eval.extra_metrics_done (plugins that succeeded; read for
+              plain-function plugins, which declare no keys),
               eval.error.<metric> (one-line reason of a metric that failed; removed once it succeeds)
     artifacts eval/manifest.json (the sample manifest), eval/strip.png (first figure_columns samples),
               eval/errors/<metric>.txt (the full traceback of a failed metric)
@@ -21,10 +22,13 @@ Both files are also left in the evaluation folder (`<out>/samples/manifest.json`
 caller that logs through its own tracker (offline trial spool) can log them with `evaluation_params(cfg,
 manifest)` and `evaluation_tags(cfg, samples_dir, errors=metrics.errors)`.
 
-Metric isolation: each metric (a "unit": fid (+ kid), feature_diversity, clip_score, lpips_diversity, and
-every plugin `module:function`) is computed on its own; one that raises is recorded (`EvalMetrics.errors`,
-the tag and the artifact above) and the others are still computed and logged. `--only-missing` computes
-exactly the units a run lacks (`missing_metrics`).
+The runner only orchestrates: the metrics are objects (`evaluation.metrics`) that declare their keys and
+compute their numbers. Metric isolation: each metric (a "unit": a built-in by name, fid (+ kid),
+feature_diversity, clip_score, lpips_diversity, and every plugin by its `package.module:Name` path) is
+computed on its own; one that raises is recorded (`EvalMetrics.errors`, the tag and the artifact above) and
+the others are still computed and logged. `--only-missing` computes exactly the units a run lacks
+(`missing_metrics`: a unit is done when its declared keys are on the run; a plain-function plugin, which
+declares none, when the run's `eval.extra_metrics_done` tag names it).
 """
 from __future__ import annotations
 
@@ -33,22 +37,20 @@ import os
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from PIL import Image
 
 from tracking import clip_param, clip_tag, experiment_runs, mlflow_client, retry
 
-from .clip_score import clip_scores
 from .config import EvalConfig
-from .diversity import lpips_diversity_folder
-from .fid import build_feature_model, compute_fid, feature_diversity, folder_features, import_object
-from .preflight import check_evaluation, check_plugin_prompts, error_reason
-from .sampling import list_images, resolve_device, sample_for_eval, shared_source_samples
+from .context import EvalContext
+from .metrics.base import Metric, error_reason
+from .preflight import check_evaluation
+from .sampling import list_images, resolve_device, sample_for_eval
 
 GENERATOR_KEY = "artifact.generator_path"       # param or tag holding the adapted generator's path
 GENERATOR_ARTIFACT = "generator/generator.pt"   # or the generator logged as this artifact
@@ -69,26 +71,18 @@ class EvalSettingsConflict(RuntimeError):
 
 # ---- metric bookkeeping ------------------------------------------------------------------------------
 def metric_units(cfg: EvalConfig) -> list[str]:
-    """The metrics `cfg` computes, each on its own: core names, then plugin paths, in computing order."""
-    units = []
-    if cfg.fid.enabled:
-        units.append("fid")                 # eval/fid (+ eval/kid)
-    if cfg.diversity.feature.enabled:
-        units.append("feature_diversity")
-    if cfg.clip.enabled:
-        units.append("clip_score")          # eval/clip_score (+ per model)
-    if cfg.diversity.lpips.enabled:
-        units.append("lpips_diversity")     # eval/lpips_diversity (+ _std)
-    return units + list(cfg.extra_metrics)
+    """The metrics `cfg` computes, each on its own: built-in names, then plugin paths, in computing order."""
+    return cfg.metric_units()
 
 
 def unit_keys(cfg: EvalConfig, unit: str) -> list[str]:
-    """Metric keys whose presence on a run means the core unit is done ([] for plugins: see the done tag)."""
-    if unit == "fid":
-        return ["eval/fid"] + (["eval/kid"] if cfg.fid.kid else [])
-    if unit in ("feature_diversity", "clip_score", "lpips_diversity"):
-        return [f"eval/{unit}"]
-    return []
+    """Metric keys whose presence on a run means the unit is done: the metric's declared keys for its settings
+    ([] for a plain-function plugin, or one that does not import: see the done tag)."""
+    try:
+        metric, settings = cfg.metric(unit)
+    except Exception:  # noqa: BLE001 - an unimportable plugin is never done (its failure is recorded when run)
+        return []
+    return metric.required_keys(settings)
 
 
 def unit_slug(unit: str) -> str:
@@ -106,7 +100,7 @@ def run_errors(tags: dict[str, str]) -> dict[str, str]:
 
 
 def expected_metrics(cfg: EvalConfig) -> list[str]:
-    """The core metric keys a complete evaluation with `cfg` logs (plugins are tracked by a tag)."""
+    """The declared metric keys a complete evaluation with `cfg` logs (plain-function plugins: a tag)."""
     return [k for u in metric_units(cfg) for k in unit_keys(cfg, u)]
 
 
@@ -164,41 +158,18 @@ def failed_evaluation(cfg: EvalConfig, exc: BaseException, units: list[str] | No
     return EvalMetrics(errors={u: MetricError.from_exception(u, exc, prefix) for u in units})
 
 
-# ---- plugins -----------------------------------------------------------------------------------------
-@dataclass
-class EvalContext:
-    """What an `extra_metrics` plugin (`fn(ctx) -> dict[str, float]`) gets.
-
-    Keys it returns are logged under `eval/` (a key already starting with `eval/` is kept as is).
-    """
-
-    samples_dir: Path                   # {i:05d}.png of the adapted generator, fixed latents
-    manifest: dict[str, Any]
-    prompt: str
-    cfg: EvalConfig
-    device: torch.device
-    generator_path: Path
-    source_generator_path: Path | None  # run param `generator.checkpoint`, or evaluate_run(source_generator=)
-    run_params: dict[str, str] = field(default_factory=dict)
-    features: np.ndarray | None = None  # FID features of the samples (when FID / feature diversity ran)
-    _source_dir: Path | None = None
-
-    def source_samples_dir(self) -> Path:
-        """The frozen source generator sampled with the same latents: rendered once per source checkpoint and
-        settings into `cfg.cache_dir/source_samples/` and shared by every later evaluation (sampling.py)."""
-        if self.source_generator_path is None:
-            raise ValueError("no source generator known for this run (param generator.checkpoint)")
-        if self._source_dir is None:
-            self._source_dir = Path(shared_source_samples(self.source_generator_path, self.cfg)["images_dir"])
-        return self._source_dir
+# ---- one metric ------------------------------------------------------------------------------------------
+def run_metric(metric: Metric, settings, ctx: EvalContext) -> dict[str, float]:
+    """One metric: its `check_prompts([prompt])` first (a clear refusal), then its compute. Keys it returns are
+    logged under `eval/` (a key already starting with `eval/` is kept as is)."""
+    metric.check_prompts([ctx.prompt])
+    result = metric.compute(ctx, settings)
+    return {key if key.startswith("eval/") else f"eval/{key}": float(value) for key, value in (result or {}).items()}
 
 
 def run_plugin(path: str, ctx: EvalContext) -> dict[str, float]:
-    """One plugin: its optional `check_prompts([prompt])` first (a clear refusal), then `fn(ctx)`."""
-    fn = import_object(path)
-    check_plugin_prompts(fn, [ctx.prompt])
-    result = fn(ctx)
-    return {key if key.startswith("eval/") else f"eval/{key}": float(value) for key, value in (result or {}).items()}
+    """A plugin by its path (a Metric class or instance, or a plain function), with its settings in ctx.cfg."""
+    return run_metric(*ctx.cfg.metric(path), ctx)
 
 
 # ---- evaluation --------------------------------------------------------------------------------------
@@ -222,59 +193,22 @@ def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: Eval
     Returns (metrics, sample manifest); `metrics.errors` holds the metrics that failed (the others are there).
     Raises only when there is nothing to measure: a config error or samples that cannot be made.
     """
-    if cfg.fid.enabled and not cfg.fid.reference and (only is None or "fid" in only):
+    units = [u for u in metric_units(cfg) if only is None or u in only]
+    if "fid" in units and not cfg.fid.reference:
         raise ValueError("fid.enabled but fid.reference is not set: a folder of real target images or an .npz "
                          "of reference statistics (or set fid.enabled: false)")
-    units = [u for u in metric_units(cfg) if only is None or u in only]
     out_dir = Path(out_dir)
     samples = out_dir / "samples"
     manifest = sample_for_eval(generator_path, samples, cfg)
     device = resolve_device(cfg.device)
     metrics = EvalMetrics()
-    feats: dict[str, Any] = {}
-
-    def features():
-        """The samples' FID features, computed once for FID and feature diversity (a failure fails both)."""
-        if "error" in feats:
-            raise feats["error"]
-        if "array" not in feats:
-            try:
-                model = build_feature_model(cfg.fid, device)
-                feats["array"] = folder_features(samples, model, cfg.fid.mode, device, batch_size=cfg.batch_size,
-                                                 progress=cfg.progress)
-                feats["model"] = model
-            except Exception as exc:
-                feats["error"] = exc
-                raise
-        return feats["model"], feats["array"]
-
-    def fid_unit() -> dict[str, float]:
-        model, array = features()
-        res = compute_fid(samples, cfg, feature_model=model, feats=array)
-        return {k: v for k, v in (("eval/fid", res.fid), ("eval/kid", res.kid)) if v is not None}
-
-    def feature_unit() -> dict[str, float]:
-        return {"eval/feature_diversity": feature_diversity(features()[1], cfg.diversity.feature.num_images)}
-
-    def clip_unit() -> dict[str, float]:
-        if not prompt:
-            raise ValueError("CLIP score needs the run's prompt (param or tag `prompt`, or --prompt)")
-        return clip_scores(samples, prompt, cfg)
-
-    def lpips_unit() -> dict[str, float]:
-        mean, std = lpips_diversity_folder(samples, cfg)
-        return {"eval/lpips_diversity": mean, "eval/lpips_diversity_std": std}
-
     ctx = EvalContext(samples_dir=samples, manifest=manifest, prompt=prompt or "", cfg=cfg, device=device,
                       generator_path=Path(generator_path),
                       source_generator_path=Path(source_generator) if source_generator else None,
                       run_params=dict(run_params or {}))
-    core = {"fid": fid_unit, "feature_diversity": feature_unit, "clip_score": clip_unit, "lpips_diversity": lpips_unit}
     for unit in units:
-        if unit not in core:
-            ctx.features = feats.get("array")   # FID features when computed in this pass, else None
-        try:   # each metric on its own: one that raises is recorded, the others still run
-            values = core[unit]() if unit in core else run_plugin(unit, ctx)
+        try:   # each metric on its own: one that raises (or does not import) is recorded, the others still run
+            values = run_metric(*cfg.metric(unit), ctx)
         except Exception as exc:  # noqa: BLE001
             metrics.errors[unit] = MetricError.from_exception(unit, exc)
         else:

@@ -15,10 +15,14 @@ Metrics that failed on some runs (tags `eval.error.<metric>`, see evaluation.run
 with their reason: a `Missing` column (`<metric> (k/n)`: k of the row's n runs lack it) and one note per
 (metric, reason) under the table; `missing` in the DataFrame and the CSV.
 
-Columns: the paper's first (FID, CLIP score, diversity), then the other core metrics (KID, raw cosine) and
-plugin metrics (labelled by their last key segment). Per-attribute breakdowns (a plugin family of three or more keys `<ns>/<stem>_<attr>`, e.g.
-pocket/acc_color, pocket/acc_shape) go to a second table below the first; prompts are cut to
-PROMPT_WIDTH characters in Markdown, so both stay readable in a terminal (CSV and LaTeX keep them whole).
+Columns come from the metrics of the runs' evaluation (`evaluation.metrics`: the built-ins, and every plugin
+named in a run's `eval.extra_metrics` param), each key as its metric declares it (`MetricKey`: label, better,
+format, paper column, breakdown): the paper's columns first (FID, CLIP score, diversity), then the built-ins'
+other keys (KID, raw cosine), then plugin keys sorted by key. A key no metric declares (a plain-function plugin)
+is labelled by its last key segment and never marked. Per-attribute breakdowns (declared `detail`, or any
+undeclared key, in a family of three or more keys `<ns>/<stem>_<attr>`, e.g. pocket/acc_colour,
+pocket/acc_shape) go to a second table below the first; prompts are cut to PROMPT_WIDTH characters in
+Markdown, so both stay readable in a terminal (CSV and LaTeX keep them whole).
 
 `log_table` writes table.md / table.tex / table.csv and comparison.png (rows = variants, columns = the same
 fixed latents, from each variant's first run's `eval/strip.png`) as artifacts `table/...` of the sweep's
@@ -38,11 +42,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tracking import experiment_runs, mlflow_client, retry
 
+from .metrics import METRICS, Metric, MetricKey, builtin_metrics, load_metric
 from .runner import STRIP_ARTIFACT, run_errors
 
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """One column of the table (from a metric's declared `MetricKey`, or guessed for an undeclared key)."""
+
     key: str                                  # MLflow metric key
     name: str                                 # column stem in the DataFrame
     label: str                                # header in md/latex
@@ -50,20 +57,13 @@ class MetricSpec:
     fmt: str = ".4g"
     detail: bool = False                      # a per-attribute breakdown: the second table
 
+    @classmethod
+    def of(cls, k: MetricKey, detail: bool = False) -> "MetricSpec":
+        return cls(k.key, k.name, k.label, k.better if k.mark_best else None, k.fmt, detail)
 
-CORE_METRICS = (   # the paper's columns first: FID, CLIP score, diversity; then the rest
-    MetricSpec("eval/fid", "fid", "FID ↓", "min", ".2f"),
-    MetricSpec("eval/clip_score", "clip_score", "CLIP score ↑", "max", ".2f"),   # 100 max(cos, 0) (CLIPScore)
-    MetricSpec("eval/lpips_diversity", "lpips_diversity", "LPIPS div. ↑", "max", ".4f"),
-    MetricSpec("eval/feature_diversity", "feature_diversity", "Feature div. ↑", "max", ".4f"),
-    MetricSpec("eval/kid", "kid", "KID ↓", "min", ".4f"),
-    MetricSpec("eval/clip_score_raw", "clip_score_raw", "raw 100 cos ↑", "max", ".2f"),
-)
-PAPER_KEYS = ("eval/fid", "eval/clip_score", "eval/lpips_diversity", "eval/feature_diversity")
+
 PROMPT_WIDTH = 40
-_SKIP_AUTO = ("eval/lpips_diversity_std", "eval/clip_score/", "eval/clip_score_raw/")
-_CORE_BY_UNIT = {"fid": "eval/fid", "feature_diversity": "eval/feature_diversity", "clip_score": "eval/clip_score",
-                 "lpips_diversity": "eval/lpips_diversity"}   # a failed core unit keeps its column (shown –)
+PLUGINS_COL = "eval_extra_metrics"   # runs_dataframe: the run's `eval.extra_metrics` param (its plugins)
 GROUP_COLS = ["source", "prompt"]
 
 
@@ -134,6 +134,7 @@ def runs_dataframe(experiment: str, tracking_uri: str | None = None,
             "latents_sha256": p.get("eval.latents.sha256"),
             "eval_fingerprint": t.get("eval.fingerprint"),
             "eval_errors": run_errors(t),
+            PLUGINS_COL: p.get("eval.extra_metrics"),
         }
         row.update({k: v for k, v in r.data.metrics.items() if k.startswith("eval/")})
         row.update({f"param/{k}": _param_value(p.get(k)) for k in params})
@@ -165,39 +166,91 @@ def _missing(g: pd.DataFrame) -> list[tuple[str, int, str]]:
     return [(u, len(w), max(set(w), key=w.count)) for u, w in sorted(reasons.items())]
 
 
-def detail_keys(keys: Iterable[str]) -> set[str]:
-    """Per-attribute plugin keys: `eval/<ns>/<stem>_<attr>` where three or more keys share `<ns>/<stem>_`
-    (a breakdown over attributes; a pair such as fid_gt / fid_source stays in the main table)."""
+def table_metrics(runs: pd.DataFrame | None = None) -> list[tuple[str, Metric]]:
+    """(unit, metric) of the runs' evaluation: the built-ins by name, then each plugin a run names (param
+    `eval.extra_metrics`) by its path, when it imports here (one that does not: its keys are guessed)."""
+    metrics = [(m.name, m) for m in builtin_metrics()]
+    seen = set()
+    if runs is not None and PLUGINS_COL in runs:
+        for value in runs[PLUGINS_COL].dropna():
+            for path in filter(None, str(value).split(",")):
+                if path in seen:
+                    continue
+                seen.add(path)
+                try:
+                    metrics.append((path, load_metric(path)))
+                except Exception:  # noqa: BLE001 - an unimportable plugin: its columns are guessed from key names
+                    continue
+    return metrics
+
+
+def _declared(metrics: Iterable[Metric]) -> list[MetricKey]:
+    return [k for m in metrics for k in m.keys]
+
+
+def _declaration(key: str, declared: list[MetricKey]) -> MetricKey | None:
+    return next((k for k in declared if k.matches(key)), None)
+
+
+def detail_keys(keys: Iterable[str], metrics: Iterable[Metric] | None = None) -> set[str]:
+    """Per-attribute keys: `eval/<ns>/<stem>_<attr>` where three or more keys share `<ns>/<stem>_` (a breakdown
+    over attributes; a pair such as fid_gt / fid_source stays in the main table), among the keys declared as
+    breakdowns (`MetricKey.detail`) and the keys no metric declares."""
+    declared = _declared(builtin_metrics() if metrics is None else metrics)
     family: dict[str, list[str]] = {}
     for key in keys:
-        if key.startswith("eval/") and key not in {m.key for m in CORE_METRICS} and not key.startswith(_SKIP_AUTO):
+        k = _declaration(key, declared)
+        if key.startswith("eval/") and (k is None or (k.detail and k.column)):
             head, _, last = key.rpartition("/")
             if "_" in last and head != "eval":
                 family.setdefault(f"{head}/{last.split('_', 1)[0]}_", []).append(key)
     return {k for members in family.values() if len(members) > 2 for k in members}
 
 
-def headline_metrics(keys: set[str]) -> set[str]:
-    """The metrics worth a chart on a sweep's parent run: the paper's and the plugins' own (no breakdowns)."""
-    details = detail_keys(keys)
-    return {k for k in keys if k.startswith("eval/") and not k.startswith(_SKIP_AUTO) and k not in details
-            and k not in ("eval/kid", "eval/clip_score_raw")}
+def headline_metrics(keys: set[str], metrics: Iterable[Metric] | None = None) -> set[str]:
+    """The metrics worth a chart on a sweep's parent run: the declared headline keys (the paper's, the
+    plugins' own) and undeclared plugin keys, without breakdowns."""
+    metrics = builtin_metrics() if metrics is None else list(metrics)
+    declared = _declared(metrics)
+    details = detail_keys(keys, metrics)
+    out = set()
+    for key in keys:
+        k = _declaration(key, declared)
+        if key.startswith("eval/") and key not in details and (k is None or (k.headline and k.column)):
+            out.add(key)
+    return out
 
 
 def _metric_specs(runs: pd.DataFrame, extra: Iterable[MetricSpec] = ()) -> list[MetricSpec]:
-    failed = {_CORE_BY_UNIT[u] for u in _failed_units(runs) if u in _CORE_BY_UNIT}
-    specs = [m for m in CORE_METRICS if m.key in runs.columns or m.key in failed]
-    known = {m.key for m in CORE_METRICS}
+    units = table_metrics(runs)
+    metrics = [m for _, m in units]
+    declared = _declared(metrics)
+    failed = set()   # a failed metric keeps its first column (shown –)
+    slugs = {unit.replace(":", "."): m for unit, m in units}
+    for slug in _failed_units(runs):
+        first = next((k.key for k in (slugs[slug].keys if slug in slugs else ()) if k.column and not k.prefix), None)
+        if first is not None:
+            failed.add(first)
+    columns = [c for c in runs.columns if isinstance(c, str) and c.startswith("eval/")]
+    present = set(columns) | failed
+    builtins = [k for unit, m in units if unit in METRICS.names() for k in m.keys if k.column and not k.prefix]
+    paper = sorted((k for k in builtins if k.paper), key=lambda k: k.paper)
+    specs = [MetricSpec.of(k) for k in paper + [k for k in builtins if not k.paper] if k.key in present]
+    known = {m.key for m in specs}
     for m in extra:
         if m.key in runs.columns and m.key not in known:
             specs.append(m)
             known.add(m.key)
-    details = detail_keys(runs.columns)
-    plugins = sorted(c for c in runs.columns if c.startswith("eval/") and c not in known and not c.startswith(_SKIP_AUTO))
-    for col in sorted(plugins, key=lambda c: c in details):   # plugin metrics: shown, not marked; breakdowns last
-        specs.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.rpartition("/")[2], None,
-                                detail=col in details))
-    return specs
+    details = detail_keys(columns, metrics)
+    rest = []
+    for col in sorted(present - known):
+        k = _declaration(col, declared)
+        if k is None:   # no metric declares it: labelled by its last key segment, not marked
+            rest.append(MetricSpec(col, col.removeprefix("eval/").replace("/", "_"), col.rpartition("/")[2], None,
+                                   detail=col in details))
+        elif k.column and not k.prefix:
+            rest.append(MetricSpec.of(k, detail=col in details))
+    return specs + sorted(rest, key=lambda m: m.detail)   # breakdowns last
 
 
 def aggregate(runs: pd.DataFrame, extra_metrics: Iterable[MetricSpec] = ()) -> pd.DataFrame:

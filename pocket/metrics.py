@@ -1,10 +1,14 @@
-"""Pocket metrics as evaluation plugins (the judge reads the world's attributes off generated images).
+"""Pocket metrics as evaluation metric objects (the judge reads the world's attributes off generated images).
 
 In an EvalConfig:
     fid:
       feature_extractor: pocket.metrics:judge_features    # FID/KID/feature diversity on judge features
       custom_resize: native
     extra_metrics: [pocket.metrics:prompt_accuracy, pocket.metrics:attribute_preservation]
+
+Each plugin is a `evaluation.metrics.Metric` instance (no settings) that declares the keys it logs (below:
+`PromptAccuracy.keys`, ...), so `--only-missing` finds them by key and the table shows them as declared; an
+instance is also callable as `prompt_accuracy(ctx)`.
 
 - `judge_features`: clean-fid custom extractor, float32 [B,3,H,W] in [0,255] -> the judge's 128-d penultimate
   features (images are resized to 32x32 with antialiasing first).
@@ -36,6 +40,8 @@ import numpy as np
 import torch
 
 from evaluation.fid import ReferenceStats, fid_from_features
+from evaluation.context import EvalContext
+from evaluation.metrics import Metric, MetricKey, NoSettings
 from evaluation.sampling import compute_environment, list_images, load_images
 
 from . import refs
@@ -185,18 +191,6 @@ def check_pocket_prompts(prompts) -> None:
                          f"cannot score: {' | '.join(refused)}; accepted: {vocabulary_text()}")
 
 
-def prompt_accuracy(ctx) -> dict[str, float]:
-    """extra_metrics plugin: judge accuracy of the run's prompt on its samples."""
-    return accuracy_of(folder_predictions(ctx.samples_dir), ctx.prompt)
-
-
-def attribute_preservation(ctx) -> dict[str, float]:
-    """extra_metrics plugin: non-prompted attributes kept from G_frozen(w) to G_train(w)."""
-    new = folder_predictions(ctx.samples_dir)
-    src = folder_predictions(ctx.source_samples_dir())
-    return preservation_of(src, new, ctx.prompt)
-
-
 def in_domain(pred: dict[str, torch.Tensor]) -> torch.Tensor:
     """Source-domain membership per sample: the judge sees a plain circle."""
     return (pred["shape"] == W.SOURCE_FIXED["shape"]) & (pred["pattern"] == W.SOURCE_FIXED["pattern"])
@@ -215,15 +209,61 @@ def judge_feature_array(x01: torch.Tensor):
     return torch.cat([j.features(x[i:i + 256]) for i in range(0, len(x), 256)]).double().numpy()
 
 
-def ground_truth_fid(ctx) -> dict[str, float]:
-    """extra_metrics plugin: judge-feature FID to the prompt's ground truth and to the source domain."""
-    feats = folder_features(ctx.samples_dir)
-    target = reference_features(refs.reference_dir(ctx.prompt))
-    source = reference_features(refs.reference_dir(None))
-    return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
+def _key(stem: str, better, unit: str = "", detail: bool = False) -> MetricKey:
+    """A pocket key as the table has always shown it: labelled by its last segment, 4 significant digits, no
+    best mark (`better` is its direction; set mark_best to bold the best group mean); a per-attribute breakdown
+    goes to the second table (evaluation.table: when three or more of its family are on the runs)."""
+    return MetricKey(f"eval/pocket/{stem}", stem, better, ".4g", unit=unit, mark_best=False, detail=detail,
+                     required=not detail)
 
 
-# what the plugins accept (evaluation.preflight calls these before a sweep trains)
-prompt_accuracy.check_prompts = check_pocket_prompts
-attribute_preservation.check_prompts = check_pocket_prompts
-ground_truth_fid.check_prompts = check_pocket_prompts
+class PromptAccuracy(Metric):
+    """Judge accuracy of the run's prompt on its samples (all stated attributes at once, and per attribute)."""
+
+    name = "prompt_accuracy"
+    keys = (_key("prompt_accuracy", "max"),
+            *(_key(f"acc_{attr}", "max", detail=True) for attr in HEADS))
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        check_pocket_prompts(prompts)
+
+    def compute(self, ctx: EvalContext, settings: NoSettings) -> dict[str, float]:
+        return accuracy_of(folder_predictions(ctx.samples_dir), ctx.prompt)
+
+
+class AttributePreservation(Metric):
+    """Non-prompted attributes kept from G_frozen(w) to G_train(w), and the mean centre shift."""
+
+    name = "attribute_preservation"
+    keys = (_key("preservation", "max"), _key("position_shift_px", "min", unit="px"),
+            *(_key(f"keep_{attr}", "max", detail=True) for attr in HEADS))
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        check_pocket_prompts(prompts)
+
+    def compute(self, ctx: EvalContext, settings: NoSettings) -> dict[str, float]:
+        new = folder_predictions(ctx.samples_dir)
+        src = folder_predictions(ctx.source_samples_dir())
+        return preservation_of(src, new, ctx.prompt)
+
+
+class GroundTruthFid(Metric):
+    """Judge-feature FID to the prompt's ground truth (lower: closer) and to the source domain."""
+
+    name = "ground_truth_fid"
+    keys = (_key("fid_gt", "min"), _key("fid_source", None))
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        check_pocket_prompts(prompts)
+
+    def compute(self, ctx: EvalContext, settings: NoSettings) -> dict[str, float]:
+        feats = folder_features(ctx.samples_dir)
+        target = reference_features(refs.reference_dir(ctx.prompt))
+        source = reference_features(refs.reference_dir(None))
+        return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
+
+
+# the paths sweeps name (`pocket.metrics:prompt_accuracy`, ...; their `eval.extra_metrics` param is unchanged)
+prompt_accuracy = PromptAccuracy()
+attribute_preservation = AttributePreservation()
+ground_truth_fid = GroundTruthFid()
