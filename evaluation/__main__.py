@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from tracking import default_tracking_uri   # the local default store: ./mlruns/mlflow.db
+from tracking import TrackingTarget
 
 from .config import load_eval_config
 
@@ -18,12 +17,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a dotted EvalConfig field, e.g. --set fid.reference=/data/afhq_dog")
 
 
-def _tracking_uri(args) -> str | None:
-    if args.tracking_uri:
-        return args.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return default_tracking_uri()
+def _tracking_uri(args) -> str:
+    """--tracking-uri > $MLFLOW_TRACKING_URI > the local store (tracking.TrackingTarget's precedence, read directly)."""
+    return TrackingTarget.resolve(cli=args.tracking_uri).backend_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ class EvalContext:
     generator_path: Path
     source_generator_path: Path | None  # run param `generator.checkpoint`, or evaluate_run(source_generator=)
     run_params: dict[str, str] = field(default_factory=dict)
+    generator_kind: str | None = None   # the run's generator.kind (None: found by the checkpoint's content)
     features: np.ndarray | None = None  # FID features of the samples (when FID / feature diversity ran)
     _source_dir: Path | None = None
     _feats: dict[str, Any] = field(default_factory=dict)
@@ -60,5 +61,6 @@ class EvalContext:
         if self.source_generator_path is None:
             raise ValueError("no source generator known for this run (param generator.checkpoint)")
         if self._source_dir is None:
-            self._source_dir = Path(shared_source_samples(self.source_generator_path, self.cfg)["images_dir"])
+            self._source_dir = Path(shared_source_samples(self.source_generator_path, self.cfg,
+                                                               kind=self.generator_kind)["images_dir"])
         return self._source_dir

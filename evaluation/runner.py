@@ -44,7 +44,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from tracking import clip_param, clip_tag, experiment_runs, mlflow_client, retry
+from tracking import TrackingTarget, clip_param, clip_tag, experiment_runs, mlflow_client, retry
 
 from .config import EvalConfig
 from .context import EvalContext
@@ -187,11 +187,14 @@ def write_strip(samples_dir: Path, out: Path, columns: int, tile: int = STRIP_TI
 
 def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: EvalConfig, out_dir: str | Path,
                        *, source_generator: str | Path | None = None, run_params: dict[str, str] | None = None,
-                       only: list[str] | None = None) -> tuple[EvalMetrics, dict[str, Any]]:
+                       only: list[str] | None = None, generator_kind: str | None = None
+                       ) -> tuple[EvalMetrics, dict[str, Any]]:
     """Sample, then every enabled metric (or the units in `only`), each isolated; no tracking.
 
     Returns (metrics, sample manifest); `metrics.errors` holds the metrics that failed (the others are there).
     Raises only when there is nothing to measure: a config error or samples that cannot be made.
+    `generator_kind`: the run's `generator.kind` (None: the registered kind that recognises the files; a kind of
+    one's own must be named).
     """
     units = [u for u in metric_units(cfg) if only is None or u in only]
     if "fid" in units and not cfg.fid.reference:
@@ -199,13 +202,13 @@ def evaluate_generator(generator_path: str | Path, prompt: str | None, cfg: Eval
                          "of reference statistics (or set fid.enabled: false)")
     out_dir = Path(out_dir)
     samples = out_dir / "samples"
-    manifest = sample_for_eval(generator_path, samples, cfg)
+    manifest = sample_for_eval(generator_path, samples, cfg, kind=generator_kind)
     device = resolve_device(cfg.device)
     metrics = EvalMetrics()
     ctx = EvalContext(samples_dir=samples, manifest=manifest, prompt=prompt or "", cfg=cfg, device=device,
                       generator_path=Path(generator_path),
                       source_generator_path=Path(source_generator) if source_generator else None,
-                      run_params=dict(run_params or {}))
+                      run_params=dict(run_params or {}), generator_kind=generator_kind)
     for unit in units:
         try:   # each metric on its own: one that raises (or does not import) is recorded, the others still run
             values = run_metric(*cfg.metric(unit), ctx)
@@ -332,15 +335,16 @@ def _out_dir(cfg: EvalConfig, generator_path: Path, run_id: str | None, download
 
 
 def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig | None = None,
-                 tracking_uri: str | None = None, *, run_id: str | None = None,
+                 tracking_uri: "str | TrackingTarget | None" = None, *, run_id: str | None = None,
                  source_generator: str | Path | None = None, out_dir: str | Path | None = None,
-                 only: list[str] | None = None) -> EvalMetrics:
+                 only: list[str] | None = None, generator_kind: str | None = None) -> EvalMetrics:
     """Evaluate one adapted generator; returns the metrics ({"eval/fid": ..., ...}) as an `EvalMetrics`.
 
     target   an MLflow run id (generator, prompt and source generator are read from the run) or a generator
              checkpoint path (then `prompt` is needed for the CLIP score and metrics go to `run_id` if given,
              e.g. the trial's own run from inside a Tune trial; without run_id nothing is logged).
     prompt   overrides the run's prompt.
+    generator_kind  the generator's kind (default: the run's param generator.kind, else found by file content).
     only     compute just these units (`metric_units`; --only-missing passes `missing_metrics(run, cfg)`).
     A metric that fails is in `.errors` (and recorded on the run), never raised; when the samples cannot be
     made every requested metric is recorded as failed with that reason. Raises only for unreadable inputs
@@ -370,11 +374,12 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
         _check_params(retry(lambda: client.get_run(run_id)), {k: clip_param(v) for k, v in cfg.as_params().items()})
     if source_generator is None and params.get("generator.checkpoint"):
         source_generator = params["generator.checkpoint"]
+    generator_kind = generator_kind or params.get("generator.kind")
     work = Path(out_dir) if out_dir else _out_dir(cfg, generator_path, run_id, downloaded)
     units = [u for u in metric_units(cfg) if only is None or u in only]
     try:
         metrics, manifest = evaluate_generator(generator_path, prompt, cfg, work, source_generator=source_generator,
-                                               run_params=params, only=units)
+                                               run_params=params, only=units, generator_kind=generator_kind)
     except Exception as exc:  # noqa: BLE001 - no samples: every metric is missing for this one reason
         metrics, manifest = failed_evaluation(cfg, exc, units), {}
     if manifest:
@@ -387,7 +392,7 @@ def evaluate_run(target: str | Path, prompt: str | None = None, cfg: EvalConfig 
 
 
 # ---- experiments -------------------------------------------------------------------------------------
-def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: str | None = None,
+def evaluate_experiment(experiment: str, cfg: EvalConfig, tracking_uri: "str | TrackingTarget | None" = None,
                         only_missing: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate every FINISHED trial run of an experiment; returns {run_id: metrics | 'skipped' | error}.
 

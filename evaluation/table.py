@@ -40,7 +40,8 @@ from typing import Any, Iterable, Literal
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from tracking import experiment_runs, mlflow_client, retry
+from trainables.registry import GUIDANCE, SCORE_VARIANTS
+from tracking import TrackingTarget, experiment_runs, mlflow_client, retry
 
 from .metrics import METRICS, Metric, MetricKey, builtin_metrics, load_metric
 from .runner import STRIP_ARTIFACT, run_errors
@@ -74,21 +75,29 @@ def _float(value: Any, default: float = 0.0) -> float:
         return default
 
 
-# how a score-distillation variant (guidance.variant, docs/variants.md) shows in a method label: Fusion-NFSD ...
-VARIANT_NAMES = {"nfsd": "NFSD", "csd": "CSD", "delta": "bridge", "dds": "DDS"}
+def _declared_label(registry, name: str) -> str | None:
+    """The `label` a component declares (a Fusion score variant: 'NFSD', ...; a method: 'Fusion', 'NADA'), None
+    when it declares none; the name itself when it cannot be imported here (a plugin of another machine)."""
+    try:
+        return getattr(registry.declaration(name), "label", None)
+    except Exception:  # noqa: BLE001 - a table of old runs must render without the plugin's package
+        return name
 
 
 def variant_label(params: dict[str, str], tags: dict[str, str] | None = None,
                   extra_params: Iterable[str] = ()) -> str:
     tags = tags or {}
-    method = (params.get("method") or tags.get("method") or "").lower()
+    method = params.get("method") or tags.get("method") or "fusion"        # runs before methods were recorded
+    method = method.lower() if GUIDANCE.is_builtin(method.lower()) else method
     if method == "nada":
-        label = "NADA"
+        label = _declared_label(GUIDANCE, method) or method
     else:
-        parts = ["Fusion" if method in ("fusion", "") else method]
-        variant = (params.get("guidance.variant") or "sds").lower()     # runs before variants existed: sds
-        if parts[0] == "Fusion" and variant != "sds":
-            parts[0] = f"Fusion-{VARIANT_NAMES.get(variant, variant)}"
+        parts = [_declared_label(GUIDANCE, method) or method]
+        variant = params.get("guidance.variant") or "sds"               # runs before variants existed: sds
+        variant = variant.lower() if SCORE_VARIANTS.is_builtin(variant.lower()) else variant
+        own = _declared_label(SCORE_VARIANTS, variant)                  # Fusion-NFSD, Fusion-bridge, ...
+        if method == "fusion" and own:
+            parts[0] = f"{parts[0]}-{own}"
         if _float(params.get("reg.directional.weight")) > 0:
             parts.append("directional")
         if _float(params.get("reg.reconstruction.weight")) > 0:
@@ -111,7 +120,7 @@ def _method_order(label: str) -> tuple:
     return (2, label.count("+"), label)
 
 
-def runs_dataframe(experiment: str, tracking_uri: str | None = None,
+def runs_dataframe(experiment: str, tracking_uri: "str | TrackingTarget | None" = None,
                    extra_params: Iterable[str] = (), params: Iterable[str] = ()) -> pd.DataFrame:
     """One row per trial run: run_id, parent_run_id, source, prompt, method, seed, every eval/* metric,
     `eval_errors` ({metric slug: one-line reason} of the metrics that failed on the run), and a column
@@ -287,7 +296,7 @@ def aggregate(runs: pd.DataFrame, extra_metrics: Iterable[MetricSpec] = ()) -> p
     return df
 
 
-def table_dataframe(experiment: str, tracking_uri: str | None = None, *, extra_params: Iterable[str] = (),
+def table_dataframe(experiment: str, tracking_uri: "str | TrackingTarget | None" = None, *, extra_params: Iterable[str] = (),
                     extra_metrics: Iterable[MetricSpec] = (), parent_run_id: str | None = None) -> pd.DataFrame:
     """The aggregated table as a DataFrame (one row per source x prompt x method variant)."""
     runs = runs_dataframe(experiment, tracking_uri, extra_params)
@@ -501,7 +510,7 @@ def _download_strips(client, run_ids: Iterable[str], dst: Path) -> dict[str, Pat
     return strips
 
 
-def log_table(experiment: str, tracking_uri: str | None = None, *, extra_params: Iterable[str] = (),
+def log_table(experiment: str, tracking_uri: "str | TrackingTarget | None" = None, *, extra_params: Iterable[str] = (),
               extra_metrics: Iterable[MetricSpec] = ()) -> dict[str, pd.DataFrame]:
     """Log table.{md,tex,csv} + comparison.png under `table/` of each parent run (its own children).
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tracking import TrackingTarget
+
 from .summary import load_runs
 
 SEARCHED = ("guidance.cfg_scale", "optim.lr", "reg.reconstruction.weight")
@@ -32,7 +34,7 @@ def spearman(a: pd.Series, b: pd.Series) -> float:
     return float(ra.corr(rb))
 
 
-def search_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+def search_runs(experiment: str, tracking_uri: "str | TrackingTarget | None" = None) -> pd.DataFrame:
     runs = load_runs(experiment, tracking_uri, params=SEARCHED)
     runs = runs.dropna(subset=[CLIP])
     if runs.empty:
@@ -95,7 +97,7 @@ def versus_fixed(runs: pd.DataFrame, fixed: pd.DataFrame | None) -> str:
     return "\n".join(lines)
 
 
-def report(experiments: list[str], fixed_experiment: str | None = None, tracking_uri: str | None = None) -> str:
+def report(experiments: list[str], fixed_experiment: str | None = None, tracking_uri: "str | TrackingTarget | None" = None) -> str:
     fixed = load_runs(fixed_experiment, tracking_uri) if fixed_experiment else None
     out = []
     for name in experiments:

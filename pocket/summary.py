@@ -36,7 +36,7 @@ METRICS = [("eval/pocket/prompt_accuracy", "prompt acc ↑", ".2f"),
            ("eval/feature_diversity", "feature div. ↑", ".3f")]
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
+def load_runs(experiment: str, tracking_uri: "str | TrackingTarget | None" = None, parent: str | None = None,
               params: tuple[str, ...] = (), label_params: tuple[str, ...] = ()) -> pd.DataFrame:
     """The newest sweep's trial runs; `label_params` are shown in the method label ('Fusion (reg.x=0.3)')."""
     runs = runs_dataframe(experiment, TrackingTarget.of(tracking_uri).uri, extra_params=label_params,
@@ -134,7 +134,7 @@ def missing_metrics(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary(experiment: str, tracking_uri: str | None = None, parent: str | None = None,
+def summary(experiment: str, tracking_uri: "str | TrackingTarget | None" = None, parent: str | None = None,
             with_frozen: bool = True, label_params: tuple[str, ...] = ()) -> str:
     runs = load_runs(experiment, tracking_uri, parent, label_params=label_params)
     frozen = frozen_baseline(sorted(runs["prompt"].unique())) if with_frozen else None

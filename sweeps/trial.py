@@ -70,7 +70,8 @@ def _evaluate(ctx: TrialContext, cfg: AdaptConfig, result: Any, out_dir: Path, t
     try:
         metrics = evaluate_run(Path(result.generator_path), cfg.prompt, eval_cfg, ctx.tracking.uri,
                                run_id=tracker.run_id if online else None,
-                               source_generator=cfg.generator.checkpoint, out_dir=out_dir)
+                               source_generator=cfg.generator.checkpoint, out_dir=out_dir,
+                               generator_kind=cfg.generator.kind)
         raised = False
     except Exception as exc:  # noqa: BLE001 - recorded below through the spool, the trial still finishes
         metrics, online, raised = failed_evaluation(eval_cfg, exc), False, True

@@ -92,6 +92,7 @@ class Fusion:
     """The declaration of method 'fusion' (trainables/registry.py): its settings and where they live."""
 
     name = "fusion"
+    label = "Fusion"             # how the comparison table names it
     settings_key = "guidance"
     Settings = DiffusionGuidanceConfig
     extra_settings = {"reg": RegularizerConfig}    # further top-level config sections it reads

@@ -36,6 +36,7 @@ class Nada:
     """The declaration of method 'nada' (trainables/registry.py): its settings and where they live."""
 
     name = "nada"
+    label = "NADA"             # how the comparison table names it
     settings_key = "nada"
     Settings = NadaConfig
 
