@@ -165,6 +165,14 @@ def tiny_adapt_dict(models: dict[str, Path], out: Path, **over) -> dict:
     return cfg
 
 
+def tiny_eval_block(models: dict[str, Path], cache_dir: Path) -> dict:
+    """An `evaluation:` block for sweeps on the tiny models: 6 samples at native size, the CLIP score alone."""
+    return {"num_samples": 6, "batch_size": 6, "image_size": None, "device": "cpu", "progress": False,
+            "cache_dir": str(cache_dir), "fid": {"enabled": False},
+            "clip": {"models": [{"name": str(models["clip_config"]), "pretrained": str(models["clip_weights"])}]},
+            "diversity": {"lpips": {"enabled": False}, "feature": {"enabled": False}}}
+
+
 class StubGuidance:
     """Defaults of every member of trainables.protocols.Guidance, for test critics that override only what the
     test is about (the loop checks that a guidance follows the protocol before its first step)."""

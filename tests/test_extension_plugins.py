@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, tiny_adapt_dict
+from conftest import REPO, tiny_adapt_dict, tiny_eval_block
 from plugin_sources import write_plugin_package
 from sweeps.spec import SweepError, load_sweep
 from trainables.config import RegularizerConfig
@@ -153,11 +153,7 @@ def test_plugin_kind_adapts_in_a_sweep_and_is_sampled_by_the_evaluation(plugins,
     base = tiny_adapt_dict(tiny_models, tmp_path / "unused")
     base["generator"] = {"kind": KIND, "checkpoint": str(ckpt), "toy": {"out_gain": 2.0}}
     base["train"].update(iterations=3, sample_every=0, threads=1)
-    evaluation = {"num_samples": 6, "batch_size": 6, "image_size": None, "device": "cpu", "progress": False,
-                  "cache_dir": str(tmp_path / "eval_cache"), "fid": {"enabled": False},
-                  "clip": {"models": [{"name": str(tiny_models["clip_config"]),
-                                       "pretrained": str(tiny_models["clip_weights"])}]},
-                  "diversity": {"lpips": {"enabled": False}, "feature": {"enabled": False}}}
+    evaluation = tiny_eval_block(tiny_models, tmp_path / "eval_cache")
     spec = {"name": "toy-kind", "base": base, "grid": {"method": ["fusion", "nada"]},
             "resources": {"cpu": 1}, "max_concurrent_trials": 2, "storage_path": str(tmp_path / "storage"),
             "evaluation": evaluation}

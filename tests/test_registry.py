@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, tiny_adapt_dict
+from conftest import REPO, StubGuidance, tiny_adapt_dict
 from trainables.config_io import ConfigError, validate_config
 from trainables.generators import load_generator
 from trainables.guidance import FusionGuidance, NadaGuidance, build_guidance
@@ -15,17 +15,11 @@ from trainables.adaptation.loop import adapt
 from trainables.registry import GENERATOR_KINDS, GUIDANCE, Registry, UnknownComponentError
 
 
-class ShrinkGuidance:
-    """A trivial guidance, as a researcher would add one: it pulls the image toward 0 (d mean(x^2)/dx)."""
+class ShrinkGuidance(StubGuidance):
+    """A trivial guidance, as a researcher would add one: it pulls the image toward 0 (d mean(x^2)/dx). The rest of
+    trainables.protocols.Guidance (default_lr 0.01, trainable_set 'fusion', from_config, ...) from StubGuidance."""
 
-    default_lr = 0.01
-    trainable_set = "fusion"
     needs_frozen = False
-    selection_needs_frozen = False
-
-    @classmethod
-    def from_config(cls, cfg, device="cpu"):
-        return cls()
 
     def prepare(self, prompt, source_prompt=None):
         self.prompt = prompt

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import tiny_adapt_dict
+from conftest import tiny_adapt_dict, tiny_eval_block
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,7 @@ def test_pocket_eg3d_sweep_adapts_evaluates_and_tabulates(tmp_path, tiny_models)
     base = tiny_adapt_dict(tiny_models, tmp_path / "unused")
     base["generator"] = {"kind": "eg3d", "checkpoint": str(eg3d)}
     base["train"].update(iterations=2, sample_every=0, threads=1)
-    evaluation = {"num_samples": 6, "batch_size": 6, "image_size": None, "device": "cpu", "progress": False,
-                  "cache_dir": str(tmp_path / "eval_cache"), "fid": {"enabled": False},
-                  "clip": {"models": [{"name": str(tiny_models["clip_config"]),
-                                       "pretrained": str(tiny_models["clip_weights"])}]},
-                  "diversity": {"lpips": {"enabled": False}, "feature": {"enabled": False}}}
+    evaluation = tiny_eval_block(tiny_models, tmp_path / "eval_cache")
     spec = {"name": "eg3d-pocket", "base": base, "grid": {"reg.directional.weight": [0.0, 0.5]},
             "resources": {"cpu": 1}, "max_concurrent_trials": 2, "storage_path": str(tmp_path / "storage"),
             "evaluation": evaluation}

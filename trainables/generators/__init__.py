@@ -6,21 +6,12 @@ Names resolve on first use (PEP 562), so a torch-free submodule (settings, decla
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from trainables.objects import lazy_exports
 
-_LAZY = {
-    'CheckpointError': 'trainables.generators.formats',
-    'detect_format': 'trainables.generators.formats',
-    'load_generator': 'trainables.generators.formats',
-    'save_rosinality': 'trainables.generators.formats',
-    'StyleGAN2': 'trainables.generators.stylegan2',
-    'StyleGAN2Config': 'trainables.generators.stylegan2',
+_EXPORTS = {
+    "trainables.generators.formats": ("CheckpointError", "detect_format", "load_generator", "save_rosinality"),
+    "trainables.generators.stylegan2": ("StyleGAN2", "StyleGAN2Config"),
 }
-__all__ = ['CheckpointError', 'detect_format', 'load_generator', 'save_rosinality', 'StyleGAN2', 'StyleGAN2Config']
+__all__ = [name for names in _EXPORTS.values() for name in names]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

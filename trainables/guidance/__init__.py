@@ -13,23 +13,16 @@ Names resolve on first use (PEP 562), so a torch-free submodule (settings, decla
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from trainables.objects import lazy_exports
 from trainables.registry import GUIDANCE
 
-_LAZY = {
-    'FusionGuidance': 'trainables.guidance.fusion',
-    'inject_gradient': 'trainables.guidance.fusion',
-    'NadaGuidance': 'trainables.guidance.nada',
+_EXPORTS = {
+    "trainables.guidance.fusion": ("FusionGuidance", "inject_gradient"),
+    "trainables.guidance.nada": ("NadaGuidance",),
 }
-__all__ = ['FusionGuidance', 'inject_gradient', 'NadaGuidance', 'build_guidance']
+__all__ = [name for names in _EXPORTS.values() for name in names] + ['build_guidance']
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def build_guidance(cfg, device="cpu"):

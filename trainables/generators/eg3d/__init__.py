@@ -10,40 +10,19 @@ Names resolve on first use (PEP 562), so a torch-free submodule (settings, decla
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from trainables.objects import lazy_exports
 
-_LAZY = {
-    'StepInputs': 'trainables.generators.eg3d.adapt',
-    'render_step': 'trainables.generators.eg3d.adapt',
-    'sample_step_inputs': 'trainables.generators.eg3d.adapt',
-    'front_camera': 'trainables.generators.eg3d.cameras',
-    'generator_cameras': 'trainables.generators.eg3d.cameras',
-    'intrinsics_matrix': 'trainables.generators.eg3d.cameras',
-    'lookat_cam2world': 'trainables.generators.eg3d.cameras',
-    'orbit_cameras': 'trainables.generators.eg3d.cameras',
-    'sample_adaptation_cameras': 'trainables.generators.eg3d.cameras',
-    'camera_label': 'trainables.generators.eg3d.cameras',
-    'FFHQ_RENDERING': 'trainables.generators.eg3d.config',
-    'EG3DConfig': 'trainables.generators.eg3d.config',
-    'ffhq512_128_config': 'trainables.generators.eg3d.config',
-    'convert_eg3d_state_dict': 'trainables.generators.eg3d.formats',
-    'generator_from_eg3d_state_dict': 'trainables.generators.eg3d.formats',
-    'infer_eg3d_config': 'trainables.generators.eg3d.formats',
-    'load_eg3d': 'trainables.generators.eg3d.formats',
-    'load_eg3d_pickle': 'trainables.generators.eg3d.formats',
-    'read_eg3d_pickle': 'trainables.generators.eg3d.formats',
-    'save_eg3d': 'trainables.generators.eg3d.formats',
-    'eg3d_trainable_names': 'trainables.generators.eg3d.groups',
-    'set_eg3d_trainable': 'trainables.generators.eg3d.groups',
-    'EG3DGenerator': 'trainables.generators.eg3d.networks',
-    'build_pocket_eg3d': 'trainables.generators.eg3d.pocket',
-    'pocket_eg3d_config': 'trainables.generators.eg3d.pocket',
+_EXPORTS = {
+    "trainables.generators.eg3d.adapt": ("StepInputs", "render_step", "sample_step_inputs"),
+    "trainables.generators.eg3d.cameras": ("front_camera", "generator_cameras", "intrinsics_matrix",
+        "lookat_cam2world", "orbit_cameras", "sample_adaptation_cameras", "camera_label"),
+    "trainables.generators.eg3d.config": ("FFHQ_RENDERING", "EG3DConfig", "ffhq512_128_config"),
+    "trainables.generators.eg3d.formats": ("convert_eg3d_state_dict", "generator_from_eg3d_state_dict",
+        "infer_eg3d_config", "load_eg3d", "load_eg3d_pickle", "read_eg3d_pickle", "save_eg3d"),
+    "trainables.generators.eg3d.groups": ("eg3d_trainable_names", "set_eg3d_trainable"),
+    "trainables.generators.eg3d.networks": ("EG3DGenerator",),
+    "trainables.generators.eg3d.pocket": ("build_pocket_eg3d", "pocket_eg3d_config"),
 }
-__all__ = ['StepInputs', 'render_step', 'sample_step_inputs', 'front_camera', 'generator_cameras', 'intrinsics_matrix', 'lookat_cam2world', 'orbit_cameras', 'sample_adaptation_cameras', 'camera_label', 'FFHQ_RENDERING', 'EG3DConfig', 'ffhq512_128_config', 'convert_eg3d_state_dict', 'generator_from_eg3d_state_dict', 'infer_eg3d_config', 'load_eg3d', 'load_eg3d_pickle', 'read_eg3d_pickle', 'save_eg3d', 'eg3d_trainable_names', 'set_eg3d_trainable', 'EG3DGenerator', 'build_pocket_eg3d', 'pocket_eg3d_config']
+__all__ = [name for names in _EXPORTS.values() for name in names]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
