@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from .cost import resolve_auto_gpu, sweep_cost
 from .spec import MissingModelError, SweepError, check_models, load_sweep
 from .storage import resolve_storage
 
@@ -26,8 +27,6 @@ def _short(value, n: int = 48) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .cost import resolve_auto_gpu, sweep_cost  # late: the cost model behind it imports open_clip and diffusers (~6 s)
-
     sweep = load_sweep(args.file)
     spec = sweep.spec
     _validate_evaluation(sweep)
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check a sweep file and print its trials")
     v.add_argument("file")
     v.add_argument("--skip-model-check", action="store_true", help="do not resolve model references")
-    v.add_argument("--skip-cost", action="store_true", help="do not trace a step to estimate FLOPs, memory and time")
+    v.add_argument("--skip-cost", "--no-cost", dest="skip_cost", action="store_true",
+                   help="do not estimate FLOPs, memory and time (traced costs are cached on disk: trainables/cost/cache.py)")
     v.set_defaults(fn=cmd_validate)
     r = sub.add_parser("run", help="run a sweep with Ray Tune")
     r.add_argument("file")

@@ -10,38 +10,20 @@ CONTEXT_GB per trial for the CUDA context and the allocator's slack.
 """
 from __future__ import annotations
 
-import json
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 
 from trainables.config import AdaptConfig
-from trainables.cost import gpu
-from trainables.cost.model import CostReport, estimate
+from trainables.cost import cache, gpu
+from trainables.cost.report import CostReport
 
 from .errors import SweepError
 
 PACKING_MARGIN = 1.2     # traced peak x this (allocator fragmentation, cuDNN workspaces)
 CONTEXT_GB = 1.0         # per trial: CUDA context, kernels, caching-allocator slack
-
-# fields that change neither a step's work nor its memory (they are not traced twice)
-_COST_NEUTRAL = ("name", "output_dir", "prompt", "source_prompt", "seed", "train.iterations", "train.sample_every",
-                 "train.sample_count", "train.sample_seed", "train.sample_truncation", "train.checkpoint_every",
-                 "train.threads", "optim", "guidance.cfg_scale", "guidance.t_min", "guidance.t_max",
-                 "guidance.negative_prompt", "layers.lr", "train.truncation", "layers.truncation")
-
-
-def _cost_key(cfg: AdaptConfig) -> str:
-    data = cfg.model_dump()
-    for dotted in _COST_NEUTRAL:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
-    for reg in ("directional", "reconstruction", "lpips"):      # only whether a regularizer is on matters
-        data["reg"][reg]["weight"] = data["reg"][reg]["weight"] > 0
-    return json.dumps(data, sort_keys=True, default=str)
-
 
 def _device_of(cfg: AdaptConfig, gpu_type: str) -> str:
     return "CPU" if cfg.train.device == "cpu" else gpu_type
@@ -75,16 +57,34 @@ class SweepCost:
         return "\n".join(lines)
 
 
-def sweep_cost(trials: list[AdaptConfig], gpu_type: str = "H100") -> SweepCost:
-    """Trace each distinct configuration once (a few seconds each) and attach the report to every trial."""
-    cache: dict[str, CostReport] = {}
+def sweep_cost(trials: list[AdaptConfig], gpu_type: str = "H100", jobs: int | None = None) -> SweepCost:
+    """The cost of every trial: each distinct configuration traced once per machine (trainables/cost/cache.py,
+    on disk), the missing ones in up to `jobs` processes at a time (default: the machine's cores)."""
     out = SweepCost(gpu_type=gpu(gpu_type).name)
-    for cfg in trials:
-        key = _cost_key(cfg)
-        if key not in cache:
-            cache[key] = estimate(cfg, gpus=(_device_of(cfg, out.gpu_type),))
-        out.per_trial.append((cfg, cache[key]))
+    keys = [cache.cost_key(cfg, (_device_of(cfg, out.gpu_type),)) for cfg in trials]
+    reports: dict[str, CostReport | None] = {key: cache.load(key) for key in keys}
+    missing = {key: (cfg, (_device_of(cfg, out.gpu_type),)) for key, cfg in zip(keys, trials) if reports[key] is None}
+    for key, report in _trace(missing, jobs).items():
+        reports[key] = report
+        cache.store(key, report)
+    out.per_trial = [(cfg, reports[key]) for cfg, key in zip(trials, keys)]
     return out
+
+
+def _estimate(cfg: AdaptConfig, gpus: tuple[str, ...]) -> CostReport:
+    from trainables.cost.model import estimate  # late: torch, diffusers, open_clip (~6 s); only on a cache miss
+    return estimate(cfg, gpus=gpus)
+
+
+def _trace(missing: dict[str, tuple[AdaptConfig, tuple[str, ...]]], jobs: int | None) -> dict[str, CostReport]:
+    """Trace each configuration: in this process when there are few, else in fresh processes (each pays the
+    imports once; a trace is CPU-bound Python, so processes, not threads)."""
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(missing)))
+    if jobs < 2 or len(missing) < 3:
+        return {key: _estimate(cfg, gpus) for key, (cfg, gpus) in missing.items()}
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = {key: pool.submit(_estimate, cfg, gpus) for key, (cfg, gpus) in missing.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def gpu_fraction(cost: SweepCost, gpu_type: str) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+# traced costs are cached on disk (trainables/cost/cache.py): the suite (and the processes it starts) use a fresh
+# folder of their own, so every test traces what it asserts on and leaves the user's cache alone
+os.environ["SGF_COST_CACHE"] = tempfile.mkdtemp(prefix="sgf-cost-tests-")
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from trainables.config import AdaptConfig
 from trainables.errors import ModelNotFoundError
-from trainables.frozen.clip_models import check_open_clip
-from trainables.guidance.lpips_reg import check_lpips_weights
 from trainables.frozen.refs import resolve_diffusers_ref, resolve_text_encoder_ref
 from trainables.registry import GUIDANCE
 from trainables.resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
@@ -29,11 +27,13 @@ def resolve_open_clip_ref(name: str, pretrained: str | None) -> str:
 
     Returns the registered model name; raises `ModelNotFoundError` (weights) or ValueError (unknown name/tag).
     """
+    from trainables.frozen.clip_models import check_open_clip  # late: open_clip brings torch (~4 s); validate need not
     return check_open_clip(name, pretrained)
 
 
 def check_lpips_ref(net: str = "vgg") -> None:
     """Raise `ModelNotFoundError` when LPIPS backbone weights for `net` are not in the torch hub cache."""
+    from trainables.guidance.lpips_reg import check_lpips_weights  # late: torch (~4 s), only when LPIPS is on
     check_lpips_weights(net)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -44,6 +43,7 @@ from trainables.adaptation.step import Trainer
 from trainables.protocols import Guidance
 from trainables.registry import GUIDANCE
 from trainables.cost.counter import CostCounter
+from trainables.cost.report import CostReport
 from trainables.cost.gpus import GPUS, gpu
 
 COST_T = 250
@@ -99,35 +99,6 @@ class _VggLpips(torch.nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (self.features(a) - self.features(b)).square().flatten(1).mean(1)
-
-
-@dataclass
-class CostReport:
-    config_name: str
-    step_flops: int                                    # one adaptation step
-    by_component: dict[str, int]                       # "unet.forward", "vae.backward", "generator.forward", ...
-    peak_bytes: int                                    # live tensor bytes at the step's peak (weights included)
-    peak_at: str                                       # the component running at the peak ("vae.backward")
-    weight_bytes: int                                  # parameters and buffers of every model
-    precision: str                                     # the critics' precision
-    iterations: int
-    step_seconds_by_gpu: dict[str, float]              # roofline, each op at its own bound, 100% of peak
-    eval_flops: int = 0                                # the evaluation stage (all samples)
-    eval_seconds_by_gpu: dict[str, float] = field(default_factory=dict)
-    assumptions: list[str] = field(default_factory=list)
-
-    def step_seconds(self, gpu_name: str) -> float:
-        return self.step_seconds_by_gpu[gpu(gpu_name).name]
-
-    def run_seconds(self, gpu_name: str) -> float:
-        name = gpu(gpu_name).name
-        return self.iterations * self.step_seconds_by_gpu[name] + self.eval_seconds_by_gpu.get(name, 0.0)
-
-    def mfu(self, gpu_name: str) -> float:
-        """The model FLOPs utilisation the roofline time implies (vs the dense peak of the critics' precision)."""
-        g = gpu(gpu_name)
-        peak = g.bf16_tflops if self.precision != "fp32" else g.fp32_tflops
-        return self.step_flops / (self.step_seconds(gpu_name) * peak * 1e12)
 
 
 def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> FusionGuidance:
