@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import write_report
-from evaluation.table import log_table, ordered_headlines, render
+from evaluation.report import ordered_headlines, write_report
+from evaluation.table import log_table, render
 from tracking import ROLE_PARENT, ROLE_TAG, TrackingTarget, finish_run, git_commit, publish_sweep_view, start_parent_run
 
 from .cluster import (REPO_ROOT, check_cluster_reach, init_ray, on_cluster, prepare_embedded_env, quiet_env,
