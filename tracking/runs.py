@@ -83,11 +83,14 @@ def publish_sweep_view(tracking_uri: Target, parent_run_id: str, select: Callabl
     parent = retry(lambda: client.get_run(parent_run_id), what="read parent run")
     exp_id = parent.info.experiment_id
     keys: set[str] = set()
+    steps, trials = [0], 0
     token = None
     while True:   # a page at a time: the children's metric keys only
         page = retry(lambda: client.search_runs([exp_id], f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
                                                 max_results=1000, page_token=token), what="search child runs")
         keys.update(k for c in page for k in c.data.metrics)
+        steps += [_int(c.data.params.get("train.iterations")) for c in page]   # the last grid's step
+        trials += len(page)
         token = page.token
         if not token:
             break
@@ -95,10 +98,18 @@ def publish_sweep_view(tracking_uri: Target, parent_run_id: str, select: Callabl
     metrics = sorted(chosen) if isinstance(chosen, (set, frozenset)) else list(chosen)
     name = ui_name or parent.info.run_name or parent_run_id
     key = view_key(parent.data.tags.get("sweep.name") or name)
-    state = view_state(metrics, axes, title=f"{name}: results at a glance")
+    state = view_state(metrics, axes, title=f"{name}: results at a glance", trials=max(trials, 1),
+                       image_step=max(steps))
     retry(lambda: client.set_experiment_tag(exp_id, VIEW_TAG_PREFIX + key, view_tag(f"{name} at a glance", state)),
           what="save the sweep's view")
     return exp_id, key, metrics
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -47,9 +47,10 @@ def view_key(sweep_name: str) -> str:
 
 
 def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, images: bool = True,
-               trials: int = 100) -> dict[str, Any]:
-    """The UI state of the view: bar charts of `metrics` (in order), the grids' image chart, parallel coordinates
-    of `axes` (param names) against the metrics; trials grouped one per row by `LABEL_TAG`."""
+               trials: int = 100, image_step: int = 0) -> dict[str, Any]:
+    """The UI state of the view: bar charts of `metrics` (in order), the grids' image chart opened at
+    `image_step` (the last grid; its slider reaches the others), parallel coordinates of `axes` (param names)
+    against the metrics; trials grouped one per row by `LABEL_TAG`."""
     metrics, axes = list(metrics), list(axes)
     shown = max(1, int(trials))
 
@@ -59,7 +60,7 @@ def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, image
 
     charts = [card(f"bar-{i}", "BAR", metricKey=m, displayName=m) for i, m in enumerate(metrics)]
     if images:
-        charts.append(card("grids", "IMAGE", imageKeys=[IMAGE_KEY], step=0, showRunParams=True))
+        charts.append(card("grids", "IMAGE", imageKeys=[IMAGE_KEY], step=int(image_step), showRunParams=False))
     if axes and metrics:
         charts.append(card("axes", "PARALLEL", selectedParams=axes, selectedMetrics=metrics, showAllRuns=True))
     return {
