@@ -32,6 +32,8 @@ def test_view_state_charts_every_metric_with_every_trial_grouped_by_label():
 def test_view_without_axes_has_no_parallel_chart():
     kinds = [c["type"] for c in view_state(["eval/a"], [], title="t")["compareRunCharts"]]
     assert kinds == ["BAR", "IMAGE"]
+    kinds = [c["type"] for c in view_state(["eval/a", "eval/b", "eval/c"], ["m"], title="t")["compareRunCharts"]]
+    assert kinds == ["BAR", "BAR", "IMAGE", "BAR", "PARALLEL"]      # the grids in the first row of the view
 
 
 def test_view_tag_is_the_ui_envelope_and_refuses_more_than_mlflow_keeps():

@@ -59,8 +59,8 @@ def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, image
                 "deleted": False, "isGenerated": False, **fields}
 
     charts = [card(f"bar-{i}", "BAR", metricKey=m, displayName=m) for i, m in enumerate(metrics)]
-    if images:
-        charts.append(card("grids", "IMAGE", imageKeys=[IMAGE_KEY], step=int(image_step), showRunParams=False))
+    if images:   # third: in the first row of a 1600 px wide window, beside the first two metrics
+        charts.insert(2, card("grids", "IMAGE", imageKeys=[IMAGE_KEY], step=int(image_step), showRunParams=False))
     if axes and metrics:
         charts.append(card("axes", "PARALLEL", selectedParams=axes, selectedMetrics=metrics, showAllRuns=True))
     return {
