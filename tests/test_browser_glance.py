@@ -47,7 +47,8 @@ def _sweep_file(tmp: Path) -> Path:
         "evaluation": {
             "num_samples": 16, "truncation": 1.0, "batch_size": 16, "image_size": None, "device": "cpu",
             "progress": False, "cache_dir": str(tmp / "eval_cache"),
-            "fid": {"enabled": False}, "clip": {"models": clip},
+            "fid": {"enabled": False, "feature_extractor": "pocket.metrics:judge_features", "custom_resize": "native"},
+            "clip": {"models": clip},
             "diversity": {"lpips": {"enabled": False}, "feature": {"enabled": True}},
             "extra_metrics": ["pocket.metrics:prompt_accuracy", "pocket.metrics:attribute_preservation"],
         },
