@@ -90,6 +90,9 @@ def test_publish_sweep_view_saves_the_view_and_leaves_the_parent_without_trial_m
     envelope = json.loads(client.get_experiment(exp).tags[VIEW_TAG_PREFIX + key])
     state = json.loads(envelope["state"])
     assert [c["metricKey"] for c in state["compareRunCharts"] if c["type"] == "BAR"] == ["eval/clip_score"]
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{pid}'"   # this launch's trials only
+    found = client.search_runs([exp], state["searchFilter"])                   # the filter is valid MLflow syntax
+    assert len(found) == 30
     assert client.get_run(pid).data.metrics == {}          # nothing per trial on the parent run
 
 

@@ -14,7 +14,7 @@ from .client import Target, mlflow_client, tracking_uri_of
 from .conventions import PARENT_RUN_TAG, ROLE_PARENT, ROLE_TAG, clip_tags, ensure_experiment
 from .errors import retry
 from .store import sqlite_artifact_location
-from .views import VIEW_TAG_PREFIX, view_key, view_state, view_tag
+from .views import VIEW_TAG_PREFIX, launch_filter, view_key, view_state, view_tag
 
 
 def start_parent_run(tracking_uri: Target, experiment: str, *, run_name: str, tags: dict[str, Any],
@@ -99,7 +99,7 @@ def publish_sweep_view(tracking_uri: Target, parent_run_id: str, select: Callabl
     name = ui_name or parent.info.run_name or parent_run_id
     key = view_key(parent.data.tags.get("sweep.name") or name)
     state = view_state(metrics, axes, title=f"{name}: results at a glance", trials=max(trials, 1),
-                       image_step=max(steps))
+                       image_step=max(steps), search_filter=launch_filter(parent_run_id))
     retry(lambda: client.set_experiment_tag(exp_id, VIEW_TAG_PREFIX + key, view_tag(f"{name} at a glance", state)),
           what="save the sweep's view")
     return exp_id, key, metrics

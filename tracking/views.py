@@ -47,10 +47,11 @@ def view_key(sweep_name: str) -> str:
 
 
 def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, images: bool = True,
-               trials: int = 100, image_step: int = 0) -> dict[str, Any]:
+               trials: int = 100, image_step: int = 0, search_filter: str = "") -> dict[str, Any]:
     """The UI state of the view: bar charts of `metrics` (in order), the grids' image chart opened at
     `image_step` (the last grid; its slider reaches the others), parallel coordinates of `axes` (param names)
-    against the metrics; trials grouped one per row by `LABEL_TAG`."""
+    against the metrics; trials grouped one per row by `LABEL_TAG`; `search_filter` (MLflow's run search syntax)
+    keeps one launch's trials when an experiment holds several."""
     metrics, axes = list(metrics), list(axes)
     shown = max(1, int(trials))
 
@@ -64,7 +65,7 @@ def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, image
     if axes and metrics:
         charts.append(card("axes", "PARALLEL", selectedParams=axes, selectedMetrics=metrics, showAllRuns=True))
     return {
-        "searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": True,
+        "searchFilter": search_filter, "orderByKey": "attributes.start_time", "orderByAsc": True,
         "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True, "isAccordionReordered": True,
         "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": LABEL_TAG}]},
         "useGroupedValuesInCharts": False,
@@ -72,6 +73,11 @@ def view_state(metrics: Iterable[str], axes: Iterable[str], *, title: str, image
         "compareRunSections": [{"uuid": SECTION_ID, "name": title, "display": True, "isReordered": False,
                                 "deleted": False, "isGenerated": False}],
     }
+
+
+def launch_filter(parent_run_id: str) -> str:
+    """The search filter of one sweep launch's trials (the UI adds their parent run to the results)."""
+    return f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
 
 
 def view_tag(name: str, state: dict[str, Any], now_ms: int | None = None) -> str:
