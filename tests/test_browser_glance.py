@@ -18,7 +18,7 @@ import yaml
 
 from sweeps.launcher import run_sweep
 from tracking import LocalMlflowServer, mlflow_client, view_url
-from tracking.browser import QUIET_MLFLOW_UI, Browser, find_chromium
+from tracking.browser import QUIET_MLFLOW_UI, Browser, BrowserMissingError, find_chromium
 from tracking.views import view_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +125,10 @@ def test_sweep_report_opens_offline_with_table_and_figures(finished_sweep):
         assert b.errors == []
     assert rows == 2 and "Method" in cells
     assert len(figures) >= 4 and all(w > 100 and h > 100 for w, h in figures)
+
+
+def test_a_missing_chromium_fails_with_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))           # nothing on PATH
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    with pytest.raises(BrowserMissingError, match=r"apt-get install -y chromium"):
+        find_chromium()
