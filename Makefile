@@ -9,9 +9,22 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_USAGE_STATS_REPORT_URL := http://127.0.0.1:9/
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-numeric demo ui clean
+.PHONY: setup browser test test-fast test-numeric demo ui clean
 
-setup: $(BIN)/.installed
+setup: $(BIN)/.installed browser
+
+# Debian's Chromium for the browser test of the MLflow UI and the sweep report (tests/test_browser_glance.py) and
+# benchmarks/readme_screenshots.py. Installed from the system's package manager when missing; never downloaded
+# by a Python package (that cannot work offline). Not being able to install it is reported, not fatal here: the
+# browser test then fails with this command.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium (apt-get install -y chromium)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; } \
+	    || echo "warning: chromium could not be installed; the browser test needs it: apt-get install -y chromium"; \
+	else echo "warning: no chromium and no apt-get; the browser test needs Chromium (Debian: apt-get install -y chromium)"; fi
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +55,8 @@ demo: setup
 	$(BIN)/python -m pocket.demo
 
 # The MLflow UI on ./mlruns (what `make demo` and sweeps write): the lean server, 127.0.0.1:5000, one worker,
-# no job runner (python -m tracking ui). Ctrl-C stops it.
+# no job runner (python -m tracking ui). Ctrl-C stops it. MLflow 3.17 has no setting that keeps its Assistant panel
+# closed: it opens by itself once per browser profile on a loopback host; close it once (x) and it stays closed.
 ui: setup
 	$(BIN)/python -m tracking ui
 

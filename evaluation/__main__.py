@@ -1,4 +1,4 @@
-"""`python -m evaluation run|table|sample|reference` -- see docs/evaluation.md."""
+"""`python -m evaluation run|table|report|sample|reference` -- see docs/evaluation.md."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("--metric", action="append", default=[], metavar="KEY:min|max",
                        help="mark the best of a plugin metric, e.g. eval/prompt_accuracy:max")
 
+    report = sub.add_parser("report", help="the sweep report: one self-contained HTML file (table, grids, plots)")
+    report.add_argument("--experiment", required=True, help="MLflow experiment (= sweep name)")
+    report.add_argument("--out", default=None, help="where to write it (default: <experiment>-report.html)")
+    report.add_argument("--tracking-uri")
+    report.add_argument("--parent", default=None, metavar="RUN_ID",
+                        help="the sweep run to report on (default: the experiment's newest)")
+    report.add_argument("--no-log", action="store_true", help="do not log report.html on the sweep's parent run")
+
     sample = sub.add_parser("sample", help="sample a generator with the fixed latents (PNG + manifest)")
     sample.add_argument("--generator", required=True)
     sample.add_argument("--out", required=True)
@@ -89,6 +97,19 @@ def _dispatch(args) -> int:
                 print(f"logged table/ artifacts to parent run(s): {', '.join(logged)}", file=sys.stderr)
             else:
                 print("no parent run found: table not logged", file=sys.stderr)
+        return 0
+
+    if args.cmd == "report":
+        from .report import write_report  # late: a CLI error answers without pandas/matplotlib (~2 s)
+
+        out = args.out or f"{args.experiment}-report.html"
+        try:
+            path = write_report(args.experiment, _tracking_uri(args), out, parent_run_id=args.parent,
+                                log=not args.no_log)
+        except ValueError as exc:   # no such experiment / sweep run: the message says what to pass
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}" + ("" if args.no_log else " (and logged it on the sweep's parent run as report.html)"))
         return 0
 
     cfg = load_eval_config(args.config, args.overrides)

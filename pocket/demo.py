@@ -4,24 +4,24 @@
 
 Runs the sweep on an in-process Ray instance with a local MLflow store (./mlruns), each trial adapting the
 committed pocket StyleGAN2 with StyleGAN-NADA or StyleGAN-Fusion and then evaluated against the prompt's
-ground-truth set; prints the comparison table, `make ui` (the MLflow UI on the results) and the links that
-open the experiment's runs and the comparison of this sweep's trials.
+ground-truth set; prints the comparison table, `make ui` (the MLflow UI on the results), the link that opens
+the sweep's results at a glance (a saved view of the chart view: one chart per headline metric with every trial,
+the trials' sample grids as an image chart, the sweep's axes against its metrics) and the sweep report's path.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from sweeps.spec import MissingModelError, SweepError, load_sweep
-from tracking import PARENT_RUN_TAG, TrackingTarget, experiment_runs
+from sweeps.storage import experiment_dir, resolve_storage
+from tracking import PARENT_RUN_TAG, TrackingTarget, experiment_runs, view_url
+from tracking.views import VIEW_TAG_PREFIX, view_key
 
 REPO = Path(__file__).resolve().parents[1]
 UI = "http://127.0.0.1:5000"   # `make ui` (python -m tracking ui)
-VIEW = "workflowType=machine_learning&compareRunsMode=CHART"   # the UI's model-training sidebar, chart view
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         parents, trials = experiment_runs(client, name)
         newest = max(parents, key=lambda r: r.info.start_time or 0, default=None)
         mine = [r for r in trials if newest is not None and r.data.tags.get(PARENT_RUN_TAG) == newest.info.run_id]
-        print(f"  the runs (charts: the sweep run's {len(mine)} trials, no need to expand it):")
-        print(f"    {UI}/#/experiments/{experiment.experiment_id}/runs?{VIEW}")
-        if mine:
-            ids = quote(json.dumps([r.info.run_id for r in mine]), safe="")
-            exps = quote(json.dumps([experiment.experiment_id]), safe="")
-            print(f"  the comparison of this sweep's trials:\n    {UI}/#/compare-runs?runs={ids}&experiments={exps}"
-                  f"&workflowType=machine_learning")
+        key = view_key(name)
+        if VIEW_TAG_PREFIX + key in experiment.tags:
+            print(f"  the results at a glance ({len(mine)} trials: a chart per headline metric, the sample grids, "
+                  f"the swept axes; saved view '{name} at a glance' under Views):")
+            print(f"    {view_url(UI, experiment.experiment_id, key)}")
+    report = experiment_dir(resolve_storage(storage, spec.storage_path), name) / "report.html"
+    if report.is_file():
+        print(f"  the sweep report (one HTML file, opens offline; also report.html on the sweep run):\n    {report}")
     print("  the table and comparison figure are artifacts of the sweep run, under table/")
     print(f"Rebuild the table any time:  .venv/bin/python -m evaluation table --experiment {name} "
           f"--tracking-uri {target.backend_uri}")

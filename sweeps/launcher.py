@@ -14,8 +14,8 @@
     execute  (exit code)      Ray (embedded, or the cluster; on a cluster whose trials can run on other nodes,
                               storage and tracking must be reachable from them: `check_cluster_reach`) -> the
                               local store served when the target needs it -> parent run -> Tuner.fit (or
-                              Tuner.restore with --resume) -> parent run finished with a per-trial summary ->
-                              the comparison table; Ray and the server stopped on every exit
+                              Tuner.restore with --resume) -> the experiment's saved view (results at a
+                              glance) -> parent run finished -> the comparison table and the sweep report; Ray and the server stopped on every exit
 
 The storage rule and the state file are in `sweeps/storage.py`, Ray in `sweeps/cluster.py`, Tune in
 `sweeps/tuner.py`.
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluation.table import headline_metrics, log_table, render
-from tracking import (ROLE_PARENT, ROLE_TAG, TrackingTarget, finish_run, git_commit, start_parent_run,
-                      summarize_children)
+from evaluation.report import ordered_headlines, write_report
+from evaluation.table import log_table, render
+from tracking import ROLE_PARENT, ROLE_TAG, TrackingTarget, finish_run, git_commit, publish_sweep_view, start_parent_run
 
 from .cluster import (REPO_ROOT, check_cluster_reach, init_ray, on_cluster, prepare_embedded_env, quiet_env,
                       shutdown_ray)
@@ -223,7 +223,7 @@ def _close_parent_run(sweep_plan: SweepPlan, parent: str, results, out) -> int:
     r = sweep_plan.resolved
     spec = r.sweep.spec
     errors = sum(1 for res in results if res.error is not None)
-    _summarize_children(r.tracking, parent, out)
+    _publish_view(sweep_plan, parent, out)
     finish_run(r.tracking, parent, "FAILED" if errors else "FINISHED",
                tags={"sweep.trials_ok": len(results) - errors, "sweep.trials_failed": errors})
     print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
@@ -231,6 +231,7 @@ def _close_parent_run(sweep_plan: SweepPlan, parent: str, results, out) -> int:
     print(_phase_summary(results), file=out)
     if spec.evaluation is not None and len(results) > errors:
         _log_comparison_table(spec.name, r.tracking, parent, out)
+        _write_report(spec.name, r.tracking, parent, r.exp_dir, out)
     return 1 if errors else 0
 
 
@@ -245,14 +246,29 @@ def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str
     return execute(plan(resolved, verbose=verbose, out=out), out=out)
 
 
-def _summarize_children(tracking: TrackingTarget, parent_run_id: str, out) -> None:
-    """The trials' headline eval metrics onto the parent run (`eval/<metric>/<run name>`): the MLflow chart view
-    shows every trial's result without expanding the sweep run."""
+def _publish_view(sweep_plan: SweepPlan, parent_run_id: str, out) -> None:
+    """The sweep's results at a glance: a saved view of the experiment's chart view (one chart per headline metric
+    with every trial, the trials' grids, the sweep's axes against its metrics; `tracking.views`). The parent run
+    carries no per-trial metrics."""
+    sweep = sweep_plan.sweep
     try:
-        summarize_children(tracking, parent_run_id, headline_metrics)
-    except Exception as exc:  # the trials' own runs hold every number; only the parent's overview is missing
-        print(f"warning: the trials' metrics could not be copied onto the sweep's parent run "
-              f"({type(exc).__name__}: {exc})", file=out)
+        publish_sweep_view(sweep_plan.resolved.tracking, parent_run_id, ordered_headlines, axes=sweep.varying,
+                           ui_name=sweep.spec.name)
+    except Exception as exc:  # the trials' own runs hold every number; only the saved view is missing
+        print(f"warning: the sweep's saved view could not be written ({type(exc).__name__}: {exc}); the trials' "
+              f"runs hold every metric", file=out)
+
+
+def _write_report(experiment: str, tracking: TrackingTarget, parent_run_id: str, exp_dir: Path, out) -> None:
+    """The sweep report (evaluation.report): one self-contained HTML file beside the sweep's results, logged on
+    the parent run."""
+    try:
+        path = write_report(experiment, tracking, exp_dir / "report.html", parent_run_id=parent_run_id, log=True)
+    except Exception as exc:  # the table and the runs are safe; only the report is missing
+        print(f"warning: the sweep report could not be built ({type(exc).__name__}: {exc}); rebuild it with "
+              f"`python -m evaluation report --experiment {experiment} --tracking-uri URI`", file=out)
+        return
+    print(f"sweep report: {path} (also on the sweep's parent run, report.html)", file=out)
 
 
 def _log_comparison_table(experiment: str, tracking: TrackingTarget, parent_run_id: str, out) -> None:

@@ -25,9 +25,10 @@ from trainables.frozen import model_cache
 from trainables.registry import GUIDANCE
 from trainables.config import AdaptConfig, flatten
 from trainables.adaptation.tune import TrackingCallback, TuneReportCallback, restore_checkpoint
-from tracking import ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, RunTracker
+from tracking import LABEL_TAG, ROLE_TAG, ROLE_TRIAL, RUN_COLOR_TAG, TRIAL_ID_TAG, RunTracker, run_color
 
 from .context import TrialContext, run_name
+from .grid_images import GridImages
 from .spec import build_config
 
 
@@ -38,10 +39,14 @@ def import_entrypoint(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git_commit: str) -> dict[str, Any]:
-    label = getattr(GUIDANCE.declaration(cfg.method), "models_label", None)   # optional for one's own methods
-    guidance_model = label(cfg) if label is not None else cfg.method
+def trial_tags(cfg: AdaptConfig, trial_id: str, trial_name: str, index: Any, git_commit: str,
+               label: str | None = None) -> dict[str, Any]:
+    """The trial run's tags; `label` (its run name) is what the sweep's saved view groups by (tracking.views)."""
+    models_label = getattr(GUIDANCE.declaration(cfg.method), "models_label", None)   # optional for one's own methods
+    guidance_model = models_label(cfg) if models_label is not None else cfg.method
     return {
+        LABEL_TAG: label or trial_name,
+        RUN_COLOR_TAG: run_color(index),
         ROLE_TAG: ROLE_TRIAL,
         TRIAL_ID_TAG: trial_id,
         "sweep.trial_name": trial_name,
@@ -131,8 +136,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     tracker = RunTracker(
         ctx.tracking.uri, ctx.experiment, spool_dir=trial_dir / "mlflow_spool",
         run_id=restored.state.get("mlflow_run_id"), parent_run_id=ctx.parent_run_id,
-        run_name=run_name(cfg, ctx.name_axes),
-        tags=trial_tags(cfg, trial_id, trial_name, index, ctx.git_commit),
+        run_name=(name := run_name(cfg, ctx.name_axes)),
+        tags=trial_tags(cfg, trial_id, trial_name, index, ctx.git_commit, label=name),
     )
     # a run id before start(): this attempt continues a run an earlier attempt logged into (even one killed
     # before its first checkpoint), so replayed steps must be checked against MLflow (exactly once)
@@ -155,6 +160,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     report = TuneReportCallback(state=lambda: {"mlflow_run_id": tracker.run_id, "attempt": attempt},
                                 staging_dir=trial_dir)
     callbacks = [TrackingCallback(tracker, ctx.log_generator_max_mb, continues_run=continues_run),
+                 GridImages(tracker, trial_dir / "mlflow_images", continues_run=continues_run),   # image charts
                  report]
     adapt = import_entrypoint(ctx.entrypoint)
     try:

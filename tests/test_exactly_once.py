@@ -23,6 +23,7 @@ from test_sweeps_ray import driver_log, finish, mlflow_runs, start_driver, sweep
 from trainables.adaptation.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.adaptation.loop import adapt
+from sweeps.grid_images import GRID_KEY, parse_image_name
 from tracking import RunTracker
 from trainables.adaptation.tune import TrackingCallback
 
@@ -142,6 +143,9 @@ def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrup
     assert store.stat().st_mtime_ns < (out / "samples" / "step_000015.png").stat().st_mtime_ns, \
         "the replayed step's grid was uploaded again"
     assert {"generator", "config"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # the grids as MLflow image charts (sweeps/grid_images.py): one image per sampled step, step 15 not twice
+    images = sorted(k for k in (parse_image_name(a.path) for a in client.list_artifacts(run.info.run_id, "images")) if k)
+    assert images == [(GRID_KEY, s) for s in (5, 10, 15, 20, ITERATIONS)], images
 
     # the same config, uninterrupted, in this process
     ref_cfg = validate_config({**_base(tiny_models), "seed": 42, "output_dir": str(tmp_path / "reference")})

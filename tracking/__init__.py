@@ -9,7 +9,9 @@ of them.
     conventions.py  size limits, tag names, experiment kind, ensure_experiment, truncate_params, slug
     store.py        the local default store (./mlruns/mlflow.db)
     spool.py        RunTracker: a trial's run written through an on-disk spool; replay
-    runs.py         the sweep's parent run, children summary, experiment_runs (parents / trials)
+    runs.py         the sweep's parent run, its saved view (publish_sweep_view), experiment_runs (parents / trials)
+    views.py        the saved view 'results at a glance' of a sweep's chart view (measured on MLflow 3.17's UI)
+    browser.py      headless Chromium over the DevTools protocol (the UI and report checks, README screenshots)
     server.py       LocalMlflowServer: the lean loopback server
     __main__.py     python -m tracking replay | ui
 
@@ -23,7 +25,8 @@ from .conventions import (EXPERIMENT_KIND_TAG, MAX_PARAM_LEN, MAX_TAG_LEN, MODEL
                           ensure_experiment, slug, truncate_params)
 from .env import configure_env
 from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
-from .runs import experiment_runs, finish_run, git_commit, start_parent_run, summarize_children, summary_key
+from .runs import experiment_runs, finish_run, git_commit, publish_sweep_view, start_parent_run
+from .views import LABEL_TAG, RUN_COLOR_TAG, run_color, view_url
 from .server import LocalMlflowServer, serve_local, wait_healthy
 from .spool import OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, RunTracker, replay
 from .store import default_tracking_dir, default_tracking_uri, is_sqlite, sqlite_artifact_location
@@ -33,8 +36,8 @@ __all__ = [
     "mlflow_client", "tracking_uri_of", "TrackingTarget", "is_loopback_host", "is_loopback_uri", "configure_env", "classify_error", "is_retryable", "retry", "TRANSIENT", "PERMANENT", "UNKNOWN",
     "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "MAX_PARAM_LEN", "MAX_TAG_LEN", "PARENT_RUN_TAG", "ROLE_TAG",
     "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_ID_TAG", "clip_param", "clip_tag", "clip_tags", "ensure_experiment", "slug",
-    "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "summarize_children",
-    "summary_key", "LocalMlflowServer", "serve_local", "wait_healthy", "RunTracker", "replay", "SPOOL_FILE",
+    "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "publish_sweep_view",
+    "LABEL_TAG", "RUN_COLOR_TAG", "run_color", "view_url", "LocalMlflowServer", "serve_local", "wait_healthy", "RunTracker", "replay", "SPOOL_FILE",
     "OFFSET_FILE", "RUN_FILE", "REJECTED_FILE", "default_tracking_dir", "default_tracking_uri", "is_sqlite",
     "sqlite_artifact_location",
 ]

@@ -2,10 +2,11 @@
 
     experiment   = sweep name, tagged as model training (`EXPERIMENT_KIND_TAG`), so the MLflow UI opens it in
                    the model-training view (runs, charts) and not the GenAI one (traces, judges, prompts)
-    parent run   = one sweep launch (tag sweep.role=parent); carries its trials' final eval metrics as
-                   `eval/.../<trial run name>` (`tracking.runs.summarize_children`) so the chart view shows
-                   them without expanding it
-    child run    = one trial (tags mlflow.parentRunId, sweep.role=trial, sweep.trial_id)
+    parent run   = one sweep launch (tag sweep.role=parent): the sweep file, trials.csv, the table and the sweep
+                   report; no per-trial metrics (bounded at any number of trials)
+    child run    = one trial (tags mlflow.parentRunId, sweep.role=trial, sweep.trial_id, sweep.label = its run name,
+                   mlflow.runColor); the experiment's saved view groups the trials by sweep.label, which shows
+                   every trial in the chart view without expanding the parent (`tracking.views`)
     params       = dotted config keys, values cut to MAX_PARAM_LEN (the full text goes to tag param_full.<key>)
 """
 from __future__ import annotations

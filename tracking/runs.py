@@ -1,4 +1,4 @@
-"""Driver-side runs: the sweep's parent run (created, finished, given its children's summary) and the
+"""Driver-side runs: the sweep's parent run (created, finished), its saved view (`publish_sweep_view`) and the
 parent/child split of an experiment. Every call goes through `tracking.errors.retry`."""
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .client import Target, mlflow_client, tracking_uri_of
 from .conventions import PARENT_RUN_TAG, ROLE_PARENT, ROLE_TAG, clip_tags, ensure_experiment
 from .errors import retry
 from .store import sqlite_artifact_location
+from .views import VIEW_TAG_PREFIX, launch_filter, view_key, view_state, view_tag
 
 
 def start_parent_run(tracking_uri: Target, experiment: str, *, run_name: str, tags: dict[str, Any],
@@ -72,33 +73,43 @@ def experiment_runs(client: Any, experiment: str) -> tuple[list, list]:
     return parents, trials
 
 
-def summary_key(run_name: str, metric: str) -> str:
-    """`<metric>/<run name>` (characters MLflow refuses in a key replaced by '_'): the chart view makes one
-    section per metric (the key up to its last '/'), holding one chart per trial."""
-    return re.sub(r"[^\w\-. /]", "_", f"{metric}/{run_name}")
-
-
-def summarize_children(tracking_uri: Target, parent_run_id: str,
-                       select: Callable[[set[str]], set[str]]) -> dict[str, float]:
-    """Log each child run's latest value of the metrics `select` keeps (given every children's metric key) onto
-    the parent, as
-    `<metric>/<child run name>` (step 0): the chart view of a collapsed parent then shows every trial's
-    result. Returns what was logged."""
-    from mlflow.entities import Metric  # late: mlflow (~1.6 s) loads on first use (client.py)
-
+def publish_sweep_view(tracking_uri: Target, parent_run_id: str, select: Callable[[set[str]], Iterable[str]],
+                       axes: Iterable[str] = (), ui_name: str | None = None) -> tuple[str, str, list[str]]:
+    """The sweep's results at a glance (`tracking.views`): a saved view of its experiment's chart view, one bar
+    chart per metric `select` keeps of the trials' metric keys (every trial in it), the trials' grids, the sweep's
+    `axes` against those metrics. Nothing is logged on the parent run (it stays bounded at any number of trials).
+    Returns (experiment id, view key, the charted metrics)."""
     client = mlflow_client(tracking_uri)
     parent = retry(lambda: client.get_run(parent_run_id), what="read parent run")
-    children = retry(lambda: client.search_runs([parent.info.experiment_id],
-                                                f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'", max_results=5000),
-                     what="search child runs")
-    keep = select({k for c in children for k in c.data.metrics})
-    values = {summary_key(c.info.run_name or c.info.run_id, k): float(v)
-              for c in children for k, v in c.data.metrics.items() if k in keep}
-    now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in sorted(values.items())]
-    for i in range(0, len(items), 1000):
-        retry(lambda: client.log_batch(parent_run_id, metrics=items[i:i + 1000]), what="log children summary")
-    return values
+    exp_id = parent.info.experiment_id
+    keys: set[str] = set()
+    steps, trials = [0], 0
+    token = None
+    while True:   # a page at a time: the children's metric keys only
+        page = retry(lambda: client.search_runs([exp_id], f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+                                                max_results=1000, page_token=token), what="search child runs")
+        keys.update(k for c in page for k in c.data.metrics)
+        steps += [_int(c.data.params.get("train.iterations")) for c in page]   # the last grid's step
+        trials += len(page)
+        token = page.token
+        if not token:
+            break
+    chosen = select(keys)
+    metrics = sorted(chosen) if isinstance(chosen, (set, frozenset)) else list(chosen)
+    name = ui_name or parent.info.run_name or parent_run_id
+    key = view_key(parent.data.tags.get("sweep.name") or name)
+    state = view_state(metrics, axes, title=f"{name}: results at a glance", trials=max(trials, 1),
+                       image_step=max(steps), search_filter=launch_filter(parent_run_id))
+    retry(lambda: client.set_experiment_tag(exp_id, VIEW_TAG_PREFIX + key, view_tag(f"{name} at a glance", state)),
+          what="save the sweep's view")
+    return exp_id, key, metrics
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
