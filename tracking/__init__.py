@@ -7,9 +7,11 @@ of them.
     conventions.py  size limits, tag names, experiment kind, ensure_experiment, truncate_params, slug
     store.py        the local default store (./mlruns/mlflow.db)
     spool.py        RunTracker: a trial's run written through an on-disk spool; replay
+    sender.py       the process-wide sending policy of the spools (bounded in flight, congestion pause, batching)
+    postgres.py     LocalPostgres: a throwaway PostgreSQL cluster in a folder, on loopback (tests, platform/local/up)
     runs.py         the sweep's parent run, children summary, experiment_runs (parents / trials)
-    server.py       LocalMlflowServer: the lean loopback server
-    __main__.py     python -m tracking replay | ui
+    server.py       LocalMlflowServer: the lean loopback server (SQLite, one worker; or any store, N workers)
+    __main__.py     python -m tracking replay | ui | postgres
 
 MLflow itself loads on first use (about 1 s), not on import.
 """
@@ -22,8 +24,10 @@ from .conventions import (EXPERIMENT_KIND_TAG, MAX_PARAM_LEN, MAX_TAG_LEN, MODEL
 from .env import configure_env
 from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
 from .runs import experiment_runs, finish_run, git_commit, start_parent_run, summarize_children, summary_key
+from .postgres import LocalPostgres, PostgresMissing
+from .sender import SendGate, SenderSettings, gate_for
 from .server import LocalMlflowServer, serve_local, wait_healthy
-from .spool import OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, RunTracker, replay
+from .spool import BACKLOG_TAG, OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, SPOOL_ID_TAG, RunTracker, replay
 from .store import default_tracking_dir, default_tracking_uri, is_sqlite, sqlite_artifact_location
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_ID_TAG", "clip_param", "clip_tag", "clip_tags", "ensure_experiment", "slug",
     "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "summarize_children",
     "summary_key", "LocalMlflowServer", "serve_local", "wait_healthy", "RunTracker", "replay", "SPOOL_FILE",
+    "SPOOL_ID_TAG", "BACKLOG_TAG", "SendGate", "SenderSettings", "gate_for", "LocalPostgres", "PostgresMissing",
     "OFFSET_FILE", "RUN_FILE", "REJECTED_FILE", "default_tracking_dir", "default_tracking_uri", "is_sqlite",
     "sqlite_artifact_location",
 ]
