@@ -61,7 +61,7 @@ def require_psycopg() -> None:
 class LocalPostgres:
     """One PostgreSQL cluster in `folder` on 127.0.0.1:`port`, database and user `mlflow`, generated password."""
 
-    def __init__(self, folder: str | Path, port: int | None = None, max_connections: int = 200):
+    def __init__(self, folder: str | Path, port: int | None = None, max_connections: int = 400):
         self.folder = Path(folder).resolve()
         saved_port = self.folder / "port"
         self.port = port or (int(saved_port.read_text()) if saved_port.is_file() else _free_port())

@@ -6,7 +6,7 @@ Another store (`backend_uri=`, e.g. PostgreSQL from tracking.postgres) can take 
 artifacts are always proxied by the server (`--artifacts-destination`, `mlflow-artifacts:` URIs), so no client
 needs the artifact folder. SQLite is tuned where MLflow lets it be: the database is switched to write-ahead
 logging before the server opens it (readers no longer block the one writer; the mode is stored in the file), and
-see `SQLITE_ENV` for the connection pool."""
+see `POOL_ENV` for the connection pool (the wedge of issue 19)."""
 from __future__ import annotations
 
 import os
@@ -22,10 +22,19 @@ from typing import Iterator
 
 # the lean server: no job execution (MLflow 3 would start a job runner and task consumers, ~2 GB), no telemetry
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-# SQLite has one write lock: more pooled connections only mean more threads sleeping in SQLite's busy handler
-# (which polls with growing sleeps) instead of queueing in order. One connection, and a request waits in the
-# pool's FIFO queue up to its timeout (an answer whose text says "timed out": transient for tracking.errors).
-SQLITE_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "1", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "0"}
+# MLflow's connection pool, the cause of the wedge under concurrent trials (issue 19). The server runs each
+# request on one of anyio's 40 threads (per worker), and `log_batch` holds one pooled connection (its outer
+# session, which has read the run) while `_log_params` / `_log_metrics` / `_log_model_metrics` each check out a
+# second one. MLflow's default pool (SQLAlchemy's 5 + 10 overflow) lets 15 concurrent log_batch calls hold every
+# connection while each waits for its second: nothing moves until the pool's 30 s timeout answers them 400
+# "QueuePool limit ... timed out", the clients retry, and it starts again (a single new log_batch then waited more
+# than 95 s while /health answered in 2 ms). Two connections per thread can never deadlock; the overflow ones
+# are opened only under load and closed when returned. Applied to every store (PostgreSQL: up to
+# POOL_CONNECTIONS per worker, see tracking.postgres.LocalPostgres max_connections).
+THREADS_PER_WORKER = 40                      # anyio's default thread limiter, which uvicorn/starlette use
+POOL_CONNECTIONS = 2 * THREADS_PER_WORKER + 2
+POOL_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "10",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_CONNECTIONS - 10)}
 
 
 def sqlite_wal(db_path: str | Path) -> None:
@@ -64,7 +73,7 @@ class LocalMlflowServer:
 
     def __init__(self, store_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
                  log_path: str | Path | None = None, backend_uri: str | None = None, workers: int = 1,
-                 tune_sqlite: bool = True):
+                 tune_pool: bool = True):
         if workers < 1:
             raise ValueError(f"LocalMlflowServer(workers={workers}): workers must be >= 1")
         self.store_dir = Path(store_dir).resolve()
@@ -73,7 +82,7 @@ class LocalMlflowServer:
         self.log_path = Path(log_path) if log_path else self.store_dir / "server.log"
         self._backend_uri = backend_uri
         self.workers = workers
-        self.tune_sqlite = tune_sqlite
+        self.tune_pool = tune_pool
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -85,8 +94,12 @@ class LocalMlflowServer:
         return self.backend_uri.startswith("sqlite:")
 
     def env(self) -> dict[str, str]:
-        extra = SQLITE_ENV if self.is_sqlite and self.tune_sqlite else {}
-        return dict(os.environ, **SERVER_ENV, **{k: v for k, v in extra.items() if k not in os.environ})
+        """The server's environment: SERVER_ENV, and POOL_ENV unless the caller's environment sets the pool."""
+        extra = POOL_ENV if self.tune_pool else {}
+        env = dict(os.environ, **SERVER_ENV, **{k: v for k, v in extra.items() if k not in os.environ})
+        if not self.is_sqlite:
+            env["MLFLOW_BACKEND_STORE_URI"] = self.backend_uri
+        return env
 
     @property
     def url(self) -> str:
@@ -95,14 +108,16 @@ class LocalMlflowServer:
     def command(self) -> list[str]:
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         head = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
-        return head + ["server", "--backend-store-uri", self.backend_uri,
-                       "--artifacts-destination", str(self.store_dir / "artifacts"),
+        # a SQLite path goes on the command line; any other URI (it may hold a password) only in the
+        # environment (MLFLOW_BACKEND_STORE_URI, see env()), where `ps` does not show it to other users
+        store = ["--backend-store-uri", self.backend_uri] if self.is_sqlite else []
+        return head + ["server", *store, "--artifacts-destination", str(self.store_dir / "artifacts"),
                        "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
 
     def start(self, timeout: float = 90.0) -> "LocalMlflowServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
         (self.store_dir / "artifacts").mkdir(exist_ok=True)
-        if self.is_sqlite and self.tune_sqlite:
+        if self.is_sqlite:
             sqlite_wal(self.backend_uri.split("sqlite:///", 1)[-1])
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env(),
