@@ -5,8 +5,8 @@ MLflow server (`platform/local/up --store postgres`, `python -m tracking postgre
     LocalMlflowServer(folder, backend_uri=pg.uri, workers=4).start()
     pg.stop()                               # pg_ctl stop; pg.stop(remove=True) also deletes the cluster
 
-Layout of `folder`: `password` (0600), `uri` (0600, the SQLAlchemy URI), `port`, `postgres.log`, and `data` (the
-cluster). PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` system user and lives
+Layout of `folder`: `password` (0600), `uri` (0600, the SQLAlchemy URI), `port`, and `data` (the cluster;
+`postgres.log` beside it). PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` system user and lives
 in a private folder under /tmp (`folder/data` links to it), because `folder` may sit where that user cannot go
 (pytest's tmp_path is 0700). The server listens on 127.0.0.1 only (no Unix socket), password auth (scram-sha-256).
 The binaries are Debian's `postgresql` package (/usr/lib/postgresql/<version>/bin) or $PG_BIN; missing ones raise
@@ -38,8 +38,13 @@ class PostgresMissing(RuntimeError):
 
 def pg_bin_dir() -> Path:
     """The folder holding initdb and pg_ctl: $PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
-    candidates = [os.environ["PG_BIN"]] if os.environ.get("PG_BIN") else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+    if os.environ.get("PG_BIN"):     # chosen explicitly: it must be right
+        chosen = Path(os.environ["PG_BIN"])
+        if (chosen / "initdb").is_file() and (chosen / "pg_ctl").is_file():
+            return chosen
+        raise PostgresMissing(f"PG_BIN={chosen} holds no initdb/pg_ctl: point it at PostgreSQL's bin folder "
+                              f"(e.g. /usr/lib/postgresql/15/bin), or unset it, or install with `{INSTALL_HINT}`")
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
                          if Path(p).parent.name.isdigit() else 0, reverse=True)
     which = shutil.which("initdb")
     if which:
@@ -47,8 +52,7 @@ def pg_bin_dir() -> Path:
     for c in candidates:
         if (Path(c) / "initdb").is_file() and (Path(c) / "pg_ctl").is_file():
             return Path(c)
-    where = f"PG_BIN={os.environ['PG_BIN']} has no initdb/pg_ctl; " if os.environ.get("PG_BIN") else ""
-    raise PostgresMissing(f"{where}PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin "
+    raise PostgresMissing(f"PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin "
                           f"or on PATH: install them with `{INSTALL_HINT}`")
 
 
@@ -84,7 +88,8 @@ class LocalPostgres:
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "postgres.log"
+        """Beside the cluster (as root that is the `postgres` user's private folder, `folder/data` links to it)."""
+        return self.data_dir.resolve().parent / "postgres.log"
 
     def _write_private(self, name: str, text: str) -> None:
         path = self.folder / name
@@ -141,9 +146,6 @@ class LocalPostgres:
                                    f"another folder) and start again")
             self._init()
         log = self.log_path
-        if self._as_root and not log.exists():
-            log.touch()
-            os.chown(log, *pwd.getpwnam(SYSTEM_USER)[2:4])
         if not self.running():
             opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' "
                     f"-c max_connections={self.max_connections}")
