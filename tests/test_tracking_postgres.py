@@ -9,14 +9,13 @@ A missing PostgreSQL FAILS with the install command (never a skip): CI installs 
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
 from tracking import LocalMlflowServer, LocalPostgres, PostgresMissing, RunTracker, mlflow_client
 from tracking import postgres as pg_mod
 from tracking.loadtest import LoadConfig, run_load
-from test_tracking_sender import assert_metric_resend_is_idempotent
+from test_tracking_sender import assert_metric_resend_is_idempotent, burst_of_writers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -34,9 +33,9 @@ def test_missing_binaries_fail_with_the_install_command(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory):
-    cluster = LocalPostgres(tmp_path_factory.mktemp("pg") / "cluster").start()
+    cluster = LocalPostgres(tmp_path_factory.mktemp("pg") / "cluster")
     try:
-        yield cluster
+        yield cluster.start()
     finally:
         cluster.stop(remove=True)
 
@@ -70,38 +69,6 @@ def test_cluster_is_on_loopback_behind_a_generated_password(pg, pg_server):
 @pytest.mark.slow
 def test_resending_a_metric_batch_adds_no_point_postgres(pg_server):
     assert_metric_resend_is_idempotent(pg_server.url)
-
-
-def burst_of_writers(uri: str, writers: int, calls: int) -> tuple[int, list[str]]:
-    """`writers` threads, one run each, each sending `calls` log_batch calls of 4 metrics at the same moment
-    (the measurement of issue 19). Returns (calls that succeeded, errors)."""
-    from mlflow.entities import Metric
-
-    client = mlflow_client(uri)
-    exp = client.get_experiment_by_name("burst") or client.get_experiment(client.create_experiment("burst"))
-    runs = [client.create_run(exp.experiment_id).info.run_id for _ in range(writers)]
-    barrier, ok, errors, lock = threading.Barrier(writers), [0], [], threading.Lock()
-
-    def write(run_id):
-        barrier.wait(60)
-        for c in range(calls):
-            try:
-                client.log_batch(run_id, metrics=[Metric(f"m{k}", float(c), 1_700_000_000_000 + c, c)
-                                                  for k in range(4)])
-                with lock:
-                    ok[0] += 1
-            except Exception as exc:    # counted, not raised: the assertion reports them all
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-
-    threads = [threading.Thread(target=write, args=(r,)) for r in runs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    for run_id in runs:
-        assert sorted(m.step for m in client.get_metric_history(run_id, "m3")) == list(range(calls))
-    return ok[0], errors
 
 
 @pytest.mark.slow

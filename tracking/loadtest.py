@@ -210,7 +210,8 @@ def run_load(cfg: LoadConfig) -> dict:
     load_before = os.getloadavg()[0]
     try:
         if cfg.store == "postgres":
-            pg = LocalPostgres(root / "postgres").start()
+            pg = LocalPostgres(root / "postgres")
+            pg.start()
             server = LocalMlflowServer(root / "server", backend_uri=pg.uri, workers=cfg.workers).start(timeout=180)
         else:
             server = LocalMlflowServer(root / "server", workers=cfg.workers).start(timeout=180)

@@ -62,6 +62,16 @@ def require_psycopg() -> None:
                               "`pip install -c constraints.txt 'psycopg[binary]'` (or `make setup`)")
 
 
+def _reachable(folder: Path, uid: int, gid: int) -> bool:
+    """Whether user `uid` (group `gid`) can traverse every folder down to `folder`."""
+    for p in [folder, *folder.parents]:
+        st = p.stat()
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
 class LocalPostgres:
     """One PostgreSQL cluster in `folder` on 127.0.0.1:`port`, database and user `mlflow`, generated password."""
 
@@ -114,7 +124,11 @@ class LocalPostgres:
         if self._as_root:
             # PostgreSQL refuses root: the cluster belongs to `postgres`, in a folder that user can reach
             uid, gid = pwd.getpwnam(SYSTEM_USER)[2:4]
-            home = Path(tempfile.mkdtemp(prefix="sgf-pg-"))
+            if _reachable(self.folder, uid, gid):
+                home = self.folder / "cluster"
+                home.mkdir(mode=0o700)
+            else:     # e.g. under pytest's 0700 tmp folder: a private folder under /tmp, linked from here
+                home = Path(tempfile.mkdtemp(prefix="sgf-pg-"))
             os.chown(home, uid, gid)
             self.data_dir.symlink_to(home / "data")
         else:
@@ -171,7 +185,8 @@ class LocalPostgres:
         if remove:
             target = self.data_dir.resolve() if self.data_dir.is_symlink() else None
             if target is not None:
-                shutil.rmtree(target.parent, ignore_errors=True)
+                if not target.parent.is_relative_to(self.folder):
+                    shutil.rmtree(target.parent, ignore_errors=True)
                 self.data_dir.unlink()
             shutil.rmtree(self.folder, ignore_errors=True)
 
