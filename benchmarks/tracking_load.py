@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(row), flush=True)
     if markdown:
         print(markdown_row(row))
-    ok = row["lost"] == 0 and row["duplicates"] == 0 and row["all_closed"]
+    ok = row["lost"] == 0 and row["duplicates"] == 0 and row["extra_runs"] == 0 and row["all_closed"]
     return 0 if ok else 1
 
 

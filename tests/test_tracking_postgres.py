@@ -121,3 +121,4 @@ def test_load_core_at_8_trials_loses_and_duplicates_nothing_on_postgres():
     assert row["logged"] == 8 * 100 * 4 + 8 * 2 * 8 and row["delivered"] == row["logged"], row
     assert row["lost"] == 0 and row["duplicates"] == 0 and row["rejected"] == 0, row
     assert row["grids_delivered"] == row["grids_logged"] == 8 * 4 and row["runs_unfinished"] == 0, row
+    assert row["extra_runs"] == 0, row

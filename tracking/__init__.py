@@ -9,6 +9,7 @@ of them.
     spool.py        RunTracker: a trial's run written through an on-disk spool; replay
     sender.py       the process-wide sending policy of the spools (bounded in flight, congestion pause, batching)
     postgres.py     LocalPostgres: a throwaway PostgreSQL cluster in a folder, on loopback (tests, platform/local/up)
+    loadtest.py     the tracking load benchmark's core (benchmarks/tracking_load.py, tests at small N)
     runs.py         the sweep's parent run, children summary, experiment_runs (parents / trials)
     server.py       LocalMlflowServer: the lean loopback server (SQLite, one worker; or any store, N workers)
     __main__.py     python -m tracking replay | ui | postgres

@@ -29,6 +29,7 @@ import os
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +64,7 @@ class LoadConfig(BaseModel):
         return self.procs or min(self.trials, 8)
 
 
+READ_BACK_THREADS = 4
 BACKLOG_FILL_S = 5.0              # backlog: the spools are filled within this, then every flusher starts
 GRID = bytes(range(256)) * 16     # 4 KiB stand-in for a small PNG grid
 
@@ -100,7 +102,8 @@ def _worker(cfg_json: str, uri: str, root: str, index: int, trial_ids: list[int]
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     if cfg.max_in_flight:
         os.environ["TRACKING_MAX_IN_FLIGHT"] = str(cfg.max_in_flight)
-    from . import RunTracker, gate_for
+    from .sender import gate_for
+    from .spool import RunTracker
 
     trackers = []
     for t in trial_ids:
@@ -172,7 +175,8 @@ def _tree_cpu(pid: int) -> float:
 
 
 def read_back(uri: str, runs: dict[str, str], cfg: LoadConfig) -> dict[str, int]:
-    """Count what the server holds: distinct (run, key, step) points, extra copies, grids."""
+    """Count what the server holds: distinct (run, key, step) points, extra copies, grids, runs beyond one per
+    trial (a create_run sent twice)."""
     from .client import mlflow_client
     from .errors import retry
 
@@ -180,20 +184,26 @@ def read_back(uri: str, runs: dict[str, str], cfg: LoadConfig) -> dict[str, int]
     keys = [f"train/m{k}" for k in range(cfg.metrics)]
     if cfg.eval_every and cfg.eval_metrics:
         keys += [f"eval/e{k}" for k in range(cfg.eval_metrics)]
-    distinct = total = grids = unfinished = 0
-    for name, run_id in runs.items():
-        if run_id is None:
-            continue
+
+    def one(run_id: str) -> tuple[int, int, int, int]:
+        n_distinct = n_total = 0
         for key in keys:
             hist = retry(lambda: client.get_metric_history(run_id, key), what="read back")
-            total += len(hist)
-            distinct += len({m.step for m in hist})
-        if cfg.grid_every:
-            grids += len(retry(lambda: client.list_artifacts(run_id, "samples"), what="read back"))
-        if retry(lambda: client.get_run(run_id), what="read back").info.status != "FINISHED":
-            unfinished += 1
+            n_total += len(hist)
+            n_distinct += len({m.step for m in hist})
+        n_grids = len(retry(lambda: client.list_artifacts(run_id, "samples"), what="read back")) \
+            if cfg.grid_every else 0
+        finished = retry(lambda: client.get_run(run_id), what="read back").info.status == "FINISHED"
+        return n_distinct, n_total, n_grids, 0 if finished else 1
+
+    with ThreadPoolExecutor(READ_BACK_THREADS) as pool:
+        counts = list(pool.map(one, [r for r in runs.values() if r is not None]))
+    distinct, total, grids, unfinished = (sum(c[i] for c in counts) for i in range(4))
+    exp = retry(lambda: client.get_experiment_by_name("load"), what="read back")
+    n_runs = len(retry(lambda: client.search_runs([exp.experiment_id], max_results=5000), what="read back")) \
+        if exp else 0
     return {"delivered": distinct, "duplicates": total - distinct, "grids_delivered": grids,
-            "runs_unfinished": unfinished}
+            "runs_unfinished": unfinished, "extra_runs": n_runs - len(runs)}
 
 
 def run_load(cfg: LoadConfig) -> dict:
