@@ -22,14 +22,20 @@ if str(REPO) not in sys.path:
 from tracking.loadtest import LoadConfig, run_load  # noqa: E402
 
 
+HEADER = ("| store | trials (processes) | load | points logged | delivered | lost | duplicated | grids | points/s "
+          "| logging span s | drain s | server CPU s | load avg before/after |\n|" + "---|" * 13)
+
+
 def markdown_row(r: dict) -> str:
     what = {"steady": f"steady {r['rate']:g} steps/s x {r['duration']:g} s",
             "burst": f"burst {r['burst_steps']} steps every {r['burst_every']:g} s x {r['duration']:g} s",
             "backlog": f"backlog {r['steps']} steps"}[r["mode"]]
     store = "SQLite, 1 worker" if r["store"] == "sqlite" else f"PostgreSQL, {r['workers']} workers"
-    return (f"| {store} | {r['trials']} ({r['procs']} procs) | {what} | {r['logged']} | {r['delivered']} | "
-            f"{r['lost']} | {r['duplicates']} | {r['grids_delivered']}/{r['grids_logged']} | {r['points_per_s']} | "
-            f"{r['drain_s']} | {r['server_cpu_s']} | {r['load_before']}/{r['load_after']} |")
+    cpu = f"{r['server_cpu_s']}" + (f" + {r['db_cpu_s']} db" if r.get("db_cpu_s") else "")
+    return (f"| {store} | {r['trials']} ({r['procs']}) | {what} | {r['logged']} | {r['delivered']} | {r['lost']} | "
+            f"{r['duplicates']} | {r['grids_delivered']}/{r['grids_logged']} | {r['points_per_s']} | "
+            f"{r.get('log_span_s', round(r['wall_s'] - r['drain_s'], 1))} | {r['drain_s']} | {cpu} | "
+            f"{r['load_before']}/{r['load_after']} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,11 @@ policy, tracking.sender). Modes:
 
 Reported (a dict): points logged and delivered (distinct (run, key, step)
 read back from the server), duplicates (points beyond one per (run, key, step)), grids logged/delivered,
-rejected ops, sustained points/s (delivered points / (last point delivered - first step)), drain time (the
-last trial's close() finished minus the last step logged), the server's CPU seconds (its process tree, from
-/proc), the 1-minute load average before/after, and the spools' congestion signals. Every wait is bounded.
+rejected ops, runs beyond one per trial, sustained points/s (delivered points / (last trial closed - first
+step)), the logging span (first to last step: longer than planned when the machine cannot keep the pace), drain
+time (the last trial's close() finished minus the last step logged), the server's CPU seconds (its process tree,
+from /proc; PostgreSQL's own processes separately), the 1-minute load average before/after, and the spools'
+congestion signals. Every wait is bounded.
 """
 from __future__ import annotations
 
@@ -226,6 +228,8 @@ def run_load(cfg: LoadConfig) -> dict:
         else:
             server = LocalMlflowServer(root / "server", workers=cfg.workers).start(timeout=180)
         cpu0 = _tree_cpu(server.proc.pid)
+        pg_pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0]) if pg is not None else None
+        db0 = _tree_cpu(pg_pid) if pg_pid else 0.0
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         ids = list(range(cfg.trials))
@@ -250,6 +254,7 @@ def run_load(cfg: LoadConfig) -> dict:
             if p.is_alive():
                 p.kill()
         cpu = _tree_cpu(server.proc.pid) - cpu0
+        db_cpu = _tree_cpu(pg_pid) - db0 if pg_pid else 0.0   # PostgreSQL's own processes (SQLite: in the server)
         runs = {k: v for r in results for k, v in r["runs"].items()}
         back = read_back(server.url, runs, cfg)
         logged = sum(r["logged"] for r in results)
@@ -263,7 +268,8 @@ def run_load(cfg: LoadConfig) -> dict:
                "rejected": sum(r["rejected"] for r in results),
                "drain_s": round(closed - last_step, 2),
                "points_per_s": round(back["delivered"] / max(1e-9, closed - start), 1),
-               "wall_s": round(closed - start, 1), "server_cpu_s": round(cpu, 1),
+               "wall_s": round(closed - start, 1), "log_span_s": round(last_step - start, 1),
+               "server_cpu_s": round(cpu, 1), "db_cpu_s": round(db_cpu, 1),
                "congestion_signals": sum(r["congestion"] for r in results),
                "max_in_flight_seen": max((r["max_in_flight_seen"] for r in results), default=0),
                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
