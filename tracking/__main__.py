@@ -46,7 +46,7 @@ def _ui(args) -> int:
 
 
 def _postgres(args) -> int:
-    pg = LocalPostgres(args.folder, port=args.port)
+    pg = LocalPostgres(args.folder, port=args.port, max_connections=args.max_connections)
     if args.action == "start":
         pg.start()
         print(pg.folder / "uri")
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("folder")
     pg.add_argument("--port", type=int, default=None, help="default: the one recorded in FOLDER, else a free one")
     pg.add_argument("--remove", action="store_true", help="stop: also delete the cluster")
+    pg.add_argument("--max-connections", type=int, default=400,
+                    help="PostgreSQL's max_connections: at least 82 per MLflow server worker (tracking.server "
+                         "POOL_CONNECTIONS) + 20")
     args = parser.parse_args(argv)
     return {"replay": _replay, "ui": _ui, "postgres": _postgres}[args.cmd](args)
 

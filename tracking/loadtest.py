@@ -211,7 +211,7 @@ def read_back(uri: str, runs: dict[str, str], cfg: LoadConfig) -> dict[str, int]
 def run_load(cfg: LoadConfig) -> dict:
     """Start the store and server, run the trials, read back; returns the row (see the module docstring)."""
     from .postgres import LocalPostgres
-    from .server import LocalMlflowServer
+    from .server import POOL_CONNECTIONS, LocalMlflowServer
 
     tmp = None
     if cfg.store_dir is None:
@@ -222,7 +222,7 @@ def run_load(cfg: LoadConfig) -> dict:
     load_before = os.getloadavg()[0]
     try:
         if cfg.store == "postgres":
-            pg = LocalPostgres(root / "postgres")
+            pg = LocalPostgres(root / "postgres", max_connections=POOL_CONNECTIONS * cfg.workers + 50)
             pg.start()
             server = LocalMlflowServer(root / "server", backend_uri=pg.uri, workers=cfg.workers).start(timeout=180)
         else:
