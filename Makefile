@@ -9,9 +9,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_USAGE_STATS_REPORT_URL := http://127.0.0.1:9/
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser test test-fast test-numeric demo ui clean
+.PHONY: setup browser postgresql test test-fast test-numeric demo ui clean
 
-setup: $(BIN)/.installed browser
+setup: postgresql $(BIN)/.installed browser
 
 # Debian's Chromium for the browser test of the MLflow UI and the sweep report (tests/test_browser_glance.py) and
 # benchmarks/readme_screenshots.py. Installed from the system's package manager when missing; never downloaded
@@ -25,6 +25,16 @@ browser:
 	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; } \
 	    || echo "warning: chromium could not be installed; the browser test needs it: apt-get install -y chromium"; \
 	else echo "warning: no chromium and no apt-get; the browser test needs Chromium (Debian: apt-get install -y chromium)"; fi
+
+# PostgreSQL's server binaries (Debian's `postgresql`): the tracking tests start a real cluster of their own
+# (tracking/postgres.py) and fail without them. Installed when missing (root, or sudo).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; else \
+	  echo "installing Debian's postgresql (the tracking tests start a real PostgreSQL)"; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql \
+	    || { echo "error: could not install postgresql: run 'sudo apt-get install -y postgresql' (or set PG_BIN)"; exit 1; }; \
+	fi
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -6,6 +6,10 @@ step 17 was handed to the callbacks (17 is not a checkpoint step), once: the mar
 lets the retry through. The retry resumes from step 10 and replays 11..17. Afterwards MLflow holds exactly
 one point per step for every step metric, the grid of the replayed step 15 was not uploaded again, and the
 adapted generator is bitwise the generator of an uninterrupted run of the same config (CPU, one thread).
+
+Both tests run on two stores: the sweep's own SQLite store, and a long-lived `mlflow server` (2 workers, proxied
+artifacts) on a REAL PostgreSQL cluster the test starts (tracking.postgres.LocalPostgres; a missing PostgreSQL
+fails with the install command).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from trainables.adaptation.callbacks import Callback
 from trainables.config_io import validate_config
 from trainables.adaptation.loop import adapt
 from sweeps.grid_images import GRID_KEY, parse_image_name
-from tracking import RunTracker
+from tracking import LocalMlflowServer, LocalPostgres, RunTracker
 from trainables.adaptation.tune import TrackingCallback
 
 ITERATIONS, CHECKPOINT_EVERY, SAMPLE_EVERY, KILL_AT = 24, 10, 5, 17
@@ -48,15 +52,48 @@ def adapt_killed_once(cfg, callbacks=(), resume_from=None):
     return adapt(cfg, callbacks=[*callbacks, killer], resume_from=resume_from, progress=False)
 
 
+class Store:
+    """Where a test's runs go: None (the test's own SQLite store) or a PostgreSQL-backed server."""
+
+    def __init__(self, kind: str, server: LocalMlflowServer | None = None):
+        self.kind, self.server = kind, server
+
+    def uri(self, sqlite_uri: str) -> str:
+        return self.server.url if self.server else sqlite_uri
+
+    def artifact_dir(self, artifact_uri: str) -> Path:
+        """The local folder that holds a run's artifacts (the server's --artifacts-destination when proxied)."""
+        if self.server is None:
+            return Path(artifact_uri.removeprefix("file://"))
+        return self.server.store_dir / "artifacts" / artifact_uri.removeprefix("mlflow-artifacts:/")
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def store(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield Store("sqlite")
+        return
+    pg = LocalPostgres(tmp_path_factory.mktemp("pg") / "cluster")
+    server = None
+    try:
+        pg.start()
+        server = LocalMlflowServer(tmp_path_factory.mktemp("pg_server"), backend_uri=pg.uri, workers=2)
+        yield Store("postgres", server.start(timeout=240))
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop(remove=True)
+
+
 def _grid(path: Path, text: str) -> Path:
     path.write_bytes(b"\x89PNG stand-in " + text.encode())
     return path
 
 
-def test_continuing_tracker_drops_the_steps_and_grids_mlflow_holds(tmp_path):
+def test_continuing_tracker_drops_the_steps_and_grids_mlflow_holds(tmp_path, store):
     """Attempt 1 delivers steps 1..7 (grid at 5) and dies; attempt 2 reopens the run from its spool, resumes
     at step 4 and replays 5..10: MLflow ends with steps 1..10 once each, grid 5 uploaded once."""
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    uri = store.uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     spool, samples = tmp_path / "spool", tmp_path / "samples"
     samples.mkdir()
     first = RunTracker(uri, "once-unit", spool_dir=spool, run_name="t").start()
@@ -90,7 +127,7 @@ def test_continuing_tracker_drops_the_steps_and_grids_mlflow_holds(tmp_path):
     assert second.last_logged_step("train/b") == 10 and second.last_logged_step("never/logged") is None
     names = {Path(a.path).name for a in client.list_artifacts(first.run_id, "samples")}
     assert names == {"step_000005.png", "step_000010.png"}
-    stored = Path(client.get_run(first.run_id).info.artifact_uri.removeprefix("file://")) / "samples"
+    stored = store.artifact_dir(client.get_run(first.run_id).info.artifact_uri) / "samples"
     assert (stored / "step_000005.png").read_bytes().endswith(b"attempt 1"), "grid 5 was uploaded again"
     assert (stored / "step_000010.png").read_bytes().endswith(b"attempt 2")
 
@@ -103,7 +140,8 @@ def _base(tiny_models) -> dict:
 
 
 @pytest.mark.slow
-def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrupted_weights(tiny_models, tmp_path):
+def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrupted_weights(tiny_models, tmp_path,
+                                                                                           store):
     spec = {
         "name": "once", "base": _base(tiny_models), "grid": {"seed": [42]}, "resources": {"cpu": 1},
         "retries": 1, "checkpoint_every": CHECKPOINT_EVERY, "storage_path": str(tmp_path / "storage"),
@@ -111,7 +149,8 @@ def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrup
     }
     path = tmp_path / "once.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = start_driver(tmp_path, str(path), env=sweep_env(EXACTLY_ONCE_KILL_AT=KILL_AT))
+    extra = {"MLFLOW_TRACKING_URI": store.server.url} if store.server else {}
+    proc = start_driver(tmp_path, str(path), env=sweep_env(EXACTLY_ONCE_KILL_AT=KILL_AT, **extra))
     rc = finish(proc, 600)
     assert rc == 0, driver_log(tmp_path)
 
@@ -122,7 +161,7 @@ def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrup
     assert logged == list(range(1, KILL_AT + 1)) + replay + list(range(KILL_AT + 1, ITERATIONS + 1)), \
         "the loop did not replay steps 11..17 from the step-10 checkpoint"
 
-    client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "once")
+    client, parents, children = mlflow_runs(store.uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"), "once")
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     run = children[0]
     assert run.data.tags["sweep.attempts"] == "2" and run.data.tags["sweep.resumed_from_step"] == "10"
@@ -139,8 +178,8 @@ def test_sigkill_between_checkpoints_gives_one_point_per_step_and_the_uninterrup
     # repository writes a new file, with a new mtime, on every upload).
     samples = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "samples")}
     assert samples == {"step_000005.png", "step_000010.png", "step_000015.png", "step_000020.png", "final.png"}
-    store = Path(run.info.artifact_uri.removeprefix("file://")) / "samples" / "step_000015.png"
-    assert store.stat().st_mtime_ns < (out / "samples" / "step_000015.png").stat().st_mtime_ns, \
+    stored = store.artifact_dir(run.info.artifact_uri) / "samples" / "step_000015.png"
+    assert stored.stat().st_mtime_ns < (out / "samples" / "step_000015.png").stat().st_mtime_ns, \
         "the replayed step's grid was uploaded again"
     assert {"generator", "config"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     # the grids as MLflow image charts (sweeps/grid_images.py): one image per sampled step, step 15 not twice

@@ -145,24 +145,42 @@ def _tree(pids) -> dict[int, float]:
     return out
 
 
-def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path):
+def _postmaster(pg_dir: Path) -> int | None:
+    pid_file = pg_dir / "data" / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path, store):
     """After `up` (plus a client driver holding a Ray actor, i.e. a worker), no LISTEN socket of the started process
-    tree is on a non-loopback address; after `down`, none of those processes is alive."""
+    tree is on a non-loopback address; after `down`, none of those processes is alive. `--store postgres`: the
+    MLflow server (4 workers) runs on the project's own PostgreSQL cluster, which listens on loopback only, keeps
+    its password off every command line, and is stopped by `down`."""
     ports = {k: str(free_port()) for k in ("RAY_PORT", "DASHBOARD_PORT", "DASHBOARD_AGENT_PORT",
                                             "RAY_CLIENT_PORT", "MLFLOW_PORT")}
     ray_tmp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
     state = tmp_path / "state"
     env = dict(os.environ, **ports, NUM_CPUS="1", RAY_TEMP_DIR=ray_tmp, PLATFORM_STATE_DIR=str(state),
-               MLRUNS_DIR=str(tmp_path / "mlruns"), SWEEPS_STORAGE=str(tmp_path / "sweeps"), HF_HUB_OFFLINE="1")
+               MLRUNS_DIR=str(tmp_path / "mlruns"), SWEEPS_STORAGE=str(tmp_path / "sweeps"), HF_HUB_OFFLINE="1",
+               PG_DIR=str(tmp_path / "pg"))
     for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         env.pop(key, None)
     up, down = REPO / "platform" / "local" / "up", REPO / "platform" / "local" / "down"
     driver = None
     seen: dict[int, float] = {}
     try:
-        out = subprocess.run([str(up)], env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([str(up), "--store", store], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout + out.stderr
         recorded = _recorded(state)
+        if store == "postgres":
+            postmaster = _postmaster(tmp_path / "pg")
+            assert postmaster is not None and "PostgreSQL 127.0.0.1" in out.stdout, out.stdout
+            password = (tmp_path / "pg" / "password").read_text().strip()
+            cmdlines = [" ".join(psutil.Process(p).cmdline()) for p in _tree([pid for pid, _ in recorded])]
+            assert cmdlines and not any(password in c for c in cmdlines), "the password is on a command line"
+            with __import__("psycopg").connect((tmp_path / "pg" / "uri").read_text().strip()) as con:
+                runs_table = con.execute("SELECT to_regclass('public.runs')").fetchone()[0]
+            assert runs_table == "runs", "the MLflow server does not use the PostgreSQL cluster"
         assert any(name == "gcs_server" for _, name in recorded) and any(name == "raylet" for _, name in recorded)
         client_server = [p for p, _ in recorded if "ray.util.client.server" in " ".join(psutil.Process(p).cmdline())]
         assert client_server, "the Ray client server was not recorded (down would leave it running)"
@@ -179,7 +197,7 @@ def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path)
             if line.strip() == "ready":
                 break
         assert lines and lines[-1].strip() == "ready", "".join(lines[-30:])
-        seen = _tree([p for p, _ in recorded] + [driver.pid])
+        seen = _tree([p for p, _ in recorded] + [driver.pid] + ([postmaster] if store == "postgres" else []))
         listening = [c for c in psutil.net_connections(kind="inet")
                      if c.status == psutil.CONN_LISTEN and c.pid in seen]
         exposed = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
@@ -187,6 +205,8 @@ def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path)
         assert exposed == [], f"listening beyond loopback: {exposed}"
         bound = {c.laddr.port for c in listening}
         assert {int(p) for p in ports.values()} <= bound, (ports, sorted(bound))   # every named service was seen
+        if store == "postgres":
+            assert int((tmp_path / "pg" / "port").read_text()) in bound
         assert len(bound) >= len(ports) + 4, sorted(bound)   # + raylet, object manager, agents, metrics, workers
         # Ray announces the loopback address, not the machine's
         assert re.search(r"Local node IP\S*: \S*127\.0\.0\.1", (state / "ray_start.log").read_text())
@@ -197,6 +217,11 @@ def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path)
         res = subprocess.run([str(down)], env=env, capture_output=True, text=True, timeout=180)
         print(res.stdout, res.stderr)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+        if store == "postgres":
+            assert "PostgreSQL stopped" in res.stdout, res.stdout + res.stderr
+            assert _postmaster(tmp_path / "pg") is None
+            subprocess.run([sys.executable, "-m", "tracking", "postgres", "stop", str(tmp_path / "pg"), "--remove"],
+                           cwd=REPO, timeout=120)
     ray_seen = {pid: t for pid, t in seen.items() if driver is None or pid != driver.pid}
     survivors = []
     for pid, created in ray_seen.items():
@@ -214,6 +239,7 @@ def test_up_listens_on_loopback_only_and_down_stops_every_recorded_pid(tmp_path)
     ([], {"RAY_PORT": "12345"}, "worker port range 10002-19999"),         # Ray's reserved worker ports
     ([], {"RAY_CLIENT_PORT": "10002"}, "RAY_CLIENT_PORT=10002"),
     ([], {"SWEEPS_STORAGE": "runs/rel"}, "must be an absolute path"),
+    (["--store", "mysql"], {}, "--store mysql: unknown store"),
 ])
 def test_up_refuses_unsafe_or_doomed_settings_before_starting_anything(tmp_path, args, extra, expected):
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}

@@ -9,11 +9,14 @@ of them.
     conventions.py  size limits, tag names, experiment kind, ensure_experiment, truncate_params, slug
     store.py        the local default store (./mlruns/mlflow.db)
     spool.py        RunTracker: a trial's run written through an on-disk spool; replay
+    sender.py       the process-wide sending policy of the spools (bounded in flight, congestion pause, batching)
+    postgres.py     LocalPostgres: a throwaway PostgreSQL cluster in a folder, on loopback (tests, platform/local/up)
+    loadtest.py     the tracking load benchmark's core (benchmarks/tracking_load.py, tests at small N)
     runs.py         the sweep's parent run, its saved view (publish_sweep_view), experiment_runs (parents / trials)
     views.py        the saved view 'results at a glance' of a sweep's chart view (measured on MLflow 3.17's UI)
     browser.py      headless Chromium over the DevTools protocol (the UI and report checks, README screenshots)
-    server.py       LocalMlflowServer: the lean loopback server
-    __main__.py     python -m tracking replay | ui
+    server.py       LocalMlflowServer: the lean loopback server (SQLite, one worker; or any store, N workers)
+    __main__.py     python -m tracking replay | ui | postgres
 
 MLflow itself loads on first use (about 1 s), not on import.
 """
@@ -25,10 +28,12 @@ from .conventions import (EXPERIMENT_KIND_TAG, MAX_PARAM_LEN, MAX_TAG_LEN, MODEL
                           ensure_experiment, slug, truncate_params)
 from .env import configure_env
 from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
+from .postgres import LocalPostgres, PostgresMissing
 from .runs import experiment_runs, finish_run, git_commit, publish_sweep_view, start_parent_run
+from .sender import SendGate, SenderSettings, gate_for
 from .views import LABEL_TAG, RUN_COLOR_TAG, run_color, view_url
 from .server import LocalMlflowServer, serve_local, wait_healthy
-from .spool import OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, RunTracker, replay
+from .spool import BACKLOG_TAG, OFFSET_FILE, REJECTED_FILE, RUN_FILE, SPOOL_FILE, SPOOL_ID_TAG, RunTracker, replay
 from .store import default_tracking_dir, default_tracking_uri, is_sqlite, sqlite_artifact_location
 from .target import TrackingTarget, is_loopback_host, is_loopback_uri
 
@@ -37,7 +42,9 @@ __all__ = [
     "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "MAX_PARAM_LEN", "MAX_TAG_LEN", "PARENT_RUN_TAG", "ROLE_TAG",
     "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_ID_TAG", "clip_param", "clip_tag", "clip_tags", "ensure_experiment", "slug",
     "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "publish_sweep_view",
-    "LABEL_TAG", "RUN_COLOR_TAG", "run_color", "view_url", "LocalMlflowServer", "serve_local", "wait_healthy", "RunTracker", "replay", "SPOOL_FILE",
+    "LABEL_TAG", "RUN_COLOR_TAG", "run_color", "view_url", "LocalMlflowServer", "serve_local", "wait_healthy",
+    "RunTracker", "replay", "SPOOL_FILE", "SPOOL_ID_TAG", "BACKLOG_TAG", "SendGate", "SenderSettings", "gate_for",
+    "LocalPostgres", "PostgresMissing",
     "OFFSET_FILE", "RUN_FILE", "REJECTED_FILE", "default_tracking_dir", "default_tracking_uri", "is_sqlite",
     "sqlite_artifact_location",
 ]

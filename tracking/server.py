@@ -1,6 +1,12 @@
 """A lean local MLflow server: `mlflow server` on loopback over a SQLite store, one worker, and none of
 MLflow 3's job runner / task consumers (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: one process instead of ten).
-Used by sweeps (a background server for the trials) and by `python -m tracking ui` (`make ui`)."""
+Used by sweeps (a background server for the trials) and by `python -m tracking ui` (`make ui`).
+
+Another store (`backend_uri=`, e.g. PostgreSQL from tracking.postgres) can take several workers (`workers=`);
+artifacts are always proxied by the server (`--artifacts-destination`, `mlflow-artifacts:` URIs), so no client
+needs the artifact folder. SQLite is tuned where MLflow lets it be: the database is switched to write-ahead
+logging before the server opens it (readers no longer block the one writer; the mode is stored in the file), and
+see `POOL_ENV` for the connection pool (the wedge of issue 19)."""
 from __future__ import annotations
 
 import os
@@ -16,6 +22,31 @@ from typing import Iterator
 
 # the lean server: no job execution (MLflow 3 would start a job runner and task consumers, ~2 GB), no telemetry
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+# MLflow's connection pool, the cause of the wedge under concurrent trials (issue 19). The server runs each
+# request on one of anyio's 40 threads (per worker), and `log_batch` holds one pooled connection (its outer
+# session, which has read the run) while `_log_params` / `_log_metrics` / `_log_model_metrics` each check out a
+# second one. MLflow's default pool (SQLAlchemy's 5 + 10 overflow) lets 15 concurrent log_batch calls hold every
+# connection while each waits for its second: nothing moves until the pool's 30 s timeout answers them 400
+# "QueuePool limit ... timed out", the clients retry, and it starts again (a single new log_batch then waited more
+# than 95 s while /health answered in 2 ms). Two connections per thread can never deadlock; the overflow ones
+# are opened only under load and closed when returned. Applied to every store (PostgreSQL: up to
+# POOL_CONNECTIONS per worker, see tracking.postgres.LocalPostgres max_connections).
+THREADS_PER_WORKER = 40                      # anyio's default thread limiter, which uvicorn/starlette use
+POOL_CONNECTIONS = 2 * THREADS_PER_WORKER + 2
+POOL_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "10",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL_CONNECTIONS - 10)}
+
+
+def sqlite_wal(db_path: str | Path) -> None:
+    """Put a SQLite database (created if missing) in write-ahead-logging mode; the mode persists in the file."""
+    import sqlite3
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(str(db_path), timeout=30)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -41,16 +72,34 @@ class LocalMlflowServer:
     so concurrent trials never contend for the SQLite file."""
 
     def __init__(self, store_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, backend_uri: str | None = None, workers: int = 1,
+                 tune_pool: bool = True):
+        if workers < 1:
+            raise ValueError(f"LocalMlflowServer(workers={workers}): workers must be >= 1")
         self.store_dir = Path(store_dir).resolve()
         self.host = host
         self.port = port or _free_port(host)
         self.log_path = Path(log_path) if log_path else self.store_dir / "server.log"
+        self._backend_uri = backend_uri
+        self.workers = workers
+        self.tune_pool = tune_pool
         self.proc: subprocess.Popen | None = None
 
     @property
     def backend_uri(self) -> str:
-        return f"sqlite:///{self.store_dir / 'mlflow.db'}"
+        return self._backend_uri or f"sqlite:///{self.store_dir / 'mlflow.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend_uri.startswith("sqlite:")
+
+    def env(self) -> dict[str, str]:
+        """The server's environment: SERVER_ENV, and POOL_ENV unless the caller's environment sets the pool."""
+        extra = POOL_ENV if self.tune_pool else {}
+        env = dict(os.environ, **SERVER_ENV, **{k: v for k, v in extra.items() if k not in os.environ})
+        if not self.is_sqlite:
+            env["MLFLOW_BACKEND_STORE_URI"] = self.backend_uri
+        return env
 
     @property
     def url(self) -> str:
@@ -59,16 +108,19 @@ class LocalMlflowServer:
     def command(self) -> list[str]:
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         head = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
-        return head + ["server", "--backend-store-uri", self.backend_uri,
-                       "--artifacts-destination", str(self.store_dir / "artifacts"),
-                       "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        # a SQLite path goes on the command line; any other URI (it may hold a password) only in the
+        # environment (MLFLOW_BACKEND_STORE_URI, see env()), where `ps` does not show it to other users
+        store = ["--backend-store-uri", self.backend_uri] if self.is_sqlite else []
+        return head + ["server", *store, "--artifacts-destination", str(self.store_dir / "artifacts"),
+                       "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
 
     def start(self, timeout: float = 90.0) -> "LocalMlflowServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
         (self.store_dir / "artifacts").mkdir(exist_ok=True)
-        env = dict(os.environ, **SERVER_ENV)
+        if self.is_sqlite:
+            sqlite_wal(self.backend_uri.split("sqlite:///", 1)[-1])
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env(),
                                      start_new_session=True)
         if not wait_healthy(self.url, timeout):
             self.stop()
@@ -92,8 +144,8 @@ class LocalMlflowServer:
 
 
 @contextmanager
-def serve_local(store_dir: str | Path, port: int | None = None) -> Iterator[LocalMlflowServer]:
-    server = LocalMlflowServer(store_dir, port=port).start()
+def serve_local(store_dir: str | Path, port: int | None = None, **kw) -> Iterator[LocalMlflowServer]:
+    server = LocalMlflowServer(store_dir, port=port, **kw).start()
     try:
         yield server
     finally:

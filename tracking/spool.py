@@ -13,6 +13,17 @@ child run continues where it stopped. Leftovers can be replayed with
 
     python -m tracking replay SPOOL_DIR [--tracking-uri URI]
 
+Exactly once: a request that timed out may still have been executed by the server, so every re-send must be
+harmless. MLflow's SQL store ignores a metric point it already holds (same key, timestamp, step and value: its
+primary key), params and tags are idempotent, artifacts overwrite the same file, and the run itself is created
+with a spool id tag (`SPOOL_ID_TAG`, kept in run.json before the first attempt) and looked up by it before any
+second attempt, so a lost answer never makes a second run.
+
+Under load (many trials, one server) the spools of a process share one sending policy (tracking.sender): a
+bounded number of requests in flight, a process-wide jittered pause on congestion, and longer drain intervals
+(hence larger batches) when the server is slow. A backlog is visible: above `backlog_warn_bytes` unsent bytes the
+spool logs a WARNING and tags its run `tracking.spool_backlog_bytes` (updated with each batch, 0 once drained).
+
 Conventions (experiments, parent/child runs, tags, size limits): tracking.conventions.
 """
 from __future__ import annotations
@@ -21,6 +32,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +41,7 @@ from .client import mlflow_client
 from .conventions import (MAX_TAG_LEN, METRICS_PER_BATCH, PARAMS_PER_BATCH, PARENT_RUN_TAG, clip_tags,
                           ensure_experiment, truncate_params)
 from .errors import TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
+from .sender import gate_for, is_congestion, jittered
 from .store import sqlite_artifact_location
 
 log = logging.getLogger(__name__)
@@ -37,6 +50,8 @@ SPOOL_FILE = "pending.jsonl"
 OFFSET_FILE = "sent.offset"
 RUN_FILE = "run.json"
 REJECTED_FILE = "rejected.jsonl"
+SPOOL_ID_TAG = "tracking.spool_id"             # finds the run a lost create_run answer made
+BACKLOG_TAG = "tracking.spool_backlog_bytes"   # back-pressure, visible in MLflow
 
 
 class _RunUnavailable(Exception):
@@ -68,6 +83,11 @@ class RunTracker:
         saved = self._read_run_file()
         self._run_id = run_id or saved.get("run_id")
         self._resumed = self._run_id is not None
+        self.spool_id: str = saved.get("spool_id") or uuid.uuid4().hex
+        self._create_attempted = bool(saved.get("create_attempted"))
+        self.gate = gate_for(tracking_uri)     # the process-wide sending policy (tracking.sender)
+        self._latency = 0.0                    # the slowest request of the last drain, seconds
+        self._backlog_reported = False         # above backlog_warn_bytes at the last report
         self._lock = threading.Lock()          # appends to the spool
         self._drain_lock = threading.Lock()    # one drain at a time, per tracker (trackers never wait on each other)
         self._wake = threading.Event()
@@ -95,7 +115,8 @@ class RunTracker:
         tmp = self.spool_dir / (RUN_FILE + ".tmp")
         tmp.write_text(json.dumps({"run_id": self._run_id, "tracking_uri": self.tracking_uri,
                                    "experiment": self.experiment, "parent_run_id": self.parent_run_id,
-                                   "run_name": self.run_name, "tags": self.tags}))
+                                   "run_name": self.run_name, "tags": self.tags, "spool_id": self.spool_id,
+                                   "create_attempted": self._create_attempted}))
         os.replace(tmp, self.spool_dir / RUN_FILE)
 
     def client(self):
@@ -116,17 +137,35 @@ class RunTracker:
     def _ensure_run(self) -> str:
         client = self.client()
         if self._run_id is None:
-            exp_id = ensure_experiment(client, self.experiment, sqlite_artifact_location(self.tracking_uri))
-            tags = dict(self.tags)
-            if self.parent_run_id:
-                tags[PARENT_RUN_TAG] = self.parent_run_id
-            run = client.create_run(exp_id, run_name=self.run_name, tags=tags)
-            self._run_id = run.info.run_id
+            with self.gate.slot():
+                exp_id = ensure_experiment(client, self.experiment, sqlite_artifact_location(self.tracking_uri))
+            run_id = self._find_created_run(exp_id) if self._create_attempted else None
+            if run_id is None:
+                tags = dict(self.tags)
+                tags[SPOOL_ID_TAG] = self.spool_id
+                if self.parent_run_id:
+                    tags[PARENT_RUN_TAG] = self.parent_run_id
+                self._create_attempted = True
+                self._write_run_file()     # before sending: a process killed mid-request looks it up next time
+                with self.gate.slot():
+                    run_id = client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
+            self._run_id = run_id
             self._write_run_file()
         elif self._resumed:
-            client.update_run(self._run_id, status="RUNNING")
+            with self.gate.slot():
+                client.update_run(self._run_id, status="RUNNING")
             self._resumed = False
         return self._run_id
+
+    def _find_created_run(self, exp_id: str) -> str | None:
+        """The run an earlier create_run made although its answer never came back (a timeout, a killed process)."""
+        with self.gate.slot():
+            runs = self.client().search_runs([exp_id], filter_string=f"tags.`{SPOOL_ID_TAG}` = '{self.spool_id}'",
+                                             max_results=2)
+        if runs:
+            log.info("MLflow run %s found by its spool id (an earlier create_run answer was lost)",
+                     runs[0].info.run_id)
+        return runs[0].info.run_id if runs else None
 
     # ---- public API (never blocks on the network)
     def start(self, wait: float = 5.0) -> "RunTracker":
@@ -204,7 +243,7 @@ class RunTracker:
                     return False
                 except Exception as exc:   # transient, or an unknown error still under its retry bound
                     self.last_error = repr(exc)
-                    time.sleep(0.5)
+                    time.sleep(jittered(0.5, self.gate.settings.jitter))
             else:
                 self._wake.set()
             time.sleep(0.1)
@@ -251,12 +290,14 @@ class RunTracker:
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                self._latency = 0.0
                 self._drain_once()
                 backoff = 0.5
                 if self._failing:
                     log.info("MLflow at %s reachable again; spool %s draining", self.tracking_uri, self.spool_dir)
                     self._failing = False
-                self._wake.wait(self.flush_interval)
+                # a slow server gets fewer, larger batches (tracking.sender); flush() wakes the loop at once
+                self._wake.wait(self.gate.next_wait(self.flush_interval, self._latency))
             except _RunUnavailable:
                 self._stop.wait()          # reported once; the spool stays for `replay`
             except Exception as exc:       # transient (or unknown, under its bound): back off and try again
@@ -267,7 +308,9 @@ class RunTracker:
                     self._failing = True
                 else:
                     log.debug("MLflow flush failed: %s (retry in %.1fs)", exc, backoff)
-                self._wake.wait(backoff)
+                # the stop event, not the wake one: a flush() waiting for the drain must not cut the backoff short
+                # (that made every waiting trial retry ten times a second against a struggling server)
+                self._stop.wait(jittered(backoff, self.gate.settings.jitter))
                 backoff = min(backoff * 2, self.max_backoff)
             self._wake.clear()
 
@@ -331,11 +374,33 @@ class RunTracker:
                             size += len(lines[j])
                             j += 1
                         op = {"op": "metrics", "data": rows}
+                    if op["op"] == "metrics":
+                        op = self._with_backlog_tag(op, path, pos + size)
                     self._deliver(run_id, op, pos)   # raises to back off (transient / unknown under its bound)
                     self.sent_ops += 1
                 pos += size
                 i = j
                 self._set_offset(pos)
+
+    def _with_backlog_tag(self, op: dict[str, Any], path: Path, end: int) -> dict[str, Any]:
+        """Back-pressure made visible: while the unsent bytes after this batch exceed `backlog_warn_bytes`, the
+        batch also sets the run's BACKLOG_TAG (one WARNING when the backlog appears, one INFO when it is gone)."""
+        limit = self.gate.settings.backlog_warn_bytes
+        if limit <= 0:
+            return op
+        left = max(0, path.stat().st_size - end)
+        if left > limit:
+            if not self._backlog_reported:
+                log.warning("MLflow run %s: %d KiB not yet sent from %s (the server at %s is slower than this "
+                            "trial); nothing is lost, the spool drains in larger batches", self._run_id,
+                            left // 1024, self.spool_dir, self.tracking_uri)
+            self._backlog_reported = True
+            return {**op, "backlog": left}
+        if self._backlog_reported:
+            log.info("MLflow run %s: spool backlog drained", self._run_id)
+            self._backlog_reported = False
+            return {**op, "backlog": 0}
+        return op
 
     def _deliver(self, run_id: str, op: dict[str, Any], offset: int) -> None:
         """Send one op; reject it (and move on) when the answer is permanent or an unknown error repeats."""
@@ -356,8 +421,8 @@ class RunTracker:
 
     def _deliver_items(self, run_id: str, op: dict[str, Any], exc: BaseException) -> None:
         """A batch refused as a whole: send its items one by one so that only the bad ones are rejected.
-        (A transient failure in the middle re-sends the whole batch later: params and tags are idempotent,
-        metric points already sent would appear twice.)"""
+        (A transient failure in the middle re-sends the whole batch later: params and tags are idempotent, and
+        MLflow's SQL store ignores metric points it already holds.)"""
         kind = op["op"]
         if kind == "metrics" and len(op["data"]) > 1:
             items = [{"op": kind, "data": [row]} for row in op["data"]]
@@ -375,13 +440,29 @@ class RunTracker:
                 self._reject(item, item_exc, "rejected by the server")
 
     def _send(self, run_id: str, op: dict[str, Any]) -> None:
+        """One op, through the process's gate (bounded requests in flight; congestion pauses every spool)."""
+        with self.gate.slot(self._stop):
+            tic = time.monotonic()
+            try:
+                self._send_now(run_id, op)
+            except Exception as exc:
+                if is_congestion(exc):
+                    pause = self.gate.congested()
+                    log.debug("MLflow at %s congested (%s); this process pauses %.1fs", self.tracking_uri, exc, pause)
+                raise
+            finally:
+                self._latency = max(self._latency, time.monotonic() - tic)
+        self.gate.succeeded()
+
+    def _send_now(self, run_id: str, op: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag  # late: mlflow (~1.6 s) loads on first use (client.py)
 
         client = self.client()
         kind = op["op"]
         if kind == "metrics":
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["data"]]
-            client.log_batch(run_id, metrics=metrics)
+            tags = [RunTag(BACKLOG_TAG, str(op["backlog"]))] if "backlog" in op else []
+            client.log_batch(run_id, metrics=metrics, tags=tags)
         elif kind == "params":
             items = list(op["data"].items())
             for i in range(0, len(items), PARAMS_PER_BATCH):
