@@ -37,6 +37,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .client import mlflow_client
+from .errors import retry
+from .postgres import LocalPostgres
+from .sender import gate_for
+from .server import POOL_CONNECTIONS, LocalMlflowServer
+from .spool import RunTracker
+
 class LoadConfig(BaseModel):
     """One benchmark row (every field is a flag of benchmarks/tracking_load.py: --trials, --mode, ...)."""
 
@@ -104,9 +111,6 @@ def _worker(cfg_json: str, uri: str, root: str, index: int, trial_ids: list[int]
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     if cfg.max_in_flight:
         os.environ["TRACKING_MAX_IN_FLIGHT"] = str(cfg.max_in_flight)
-    from .sender import gate_for
-    from .spool import RunTracker
-
     trackers = []
     for t in trial_ids:
         d = Path(root) / f"trial_{t:04d}"
@@ -179,9 +183,6 @@ def _tree_cpu(pid: int) -> float:
 def read_back(uri: str, runs: dict[str, str], cfg: LoadConfig) -> dict[str, int]:
     """Count what the server holds: distinct (run, key, step) points, extra copies, grids, runs beyond one per
     trial (a create_run sent twice)."""
-    from .client import mlflow_client
-    from .errors import retry
-
     client = mlflow_client(uri)
     keys = [f"train/m{k}" for k in range(cfg.metrics)]
     if cfg.eval_every and cfg.eval_metrics:
@@ -210,9 +211,6 @@ def read_back(uri: str, runs: dict[str, str], cfg: LoadConfig) -> dict[str, int]
 
 def run_load(cfg: LoadConfig) -> dict:
     """Start the store and server, run the trials, read back; returns the row (see the module docstring)."""
-    from .postgres import LocalPostgres
-    from .server import POOL_CONNECTIONS, LocalMlflowServer
-
     tmp = None
     if cfg.store_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="tracking-load-")

@@ -146,6 +146,7 @@ def gate_for(tracking_uri: str) -> SendGate:
 
 def is_congestion(exc: BaseException) -> bool:
     """A sign that the server (not this request) is the problem: a timeout, 503, 429, a locked/busy store."""
+    # late: mlflow (about 1 s, with requests) loads on first use, not when tracking is imported
     import requests
     from mlflow.exceptions import MlflowException
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,8 +40,6 @@ POOL_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "10",
 
 def sqlite_wal(db_path: str | Path) -> None:
     """Put a SQLite database (created if missing) in write-ahead-logging mode; the mode persists in the file."""
-    import sqlite3
-
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(db_path), timeout=30)
     try:
