@@ -94,7 +94,13 @@ class GridImages(Callback):
         grid = grid_path.name == "final.png" or (grid_path.name.startswith("step_") and grid_path.suffix == ".png")
         if not grid or (self.key, int(step)) in self._already_logged():   # not a grid: e.g. EG3D's GIF
             return
-        for path in write_image_files(grid_path, self.work_dir, self.key, step):
+        try:
+            files = write_image_files(grid_path, self.work_dir, self.key, step)
+        except (OSError, ValueError) as exc:   # an unreadable grid costs its chart frame, never the trial
+            log.warning("sample grid %s is not a readable image (%s: %s): no image-chart frame for step %d (the "
+                        "file itself is still logged under samples/)", grid_path, type(exc).__name__, exc, step)
+            return
+        for path in files:
             self.tracker.log_artifact(path, IMAGES_DIR)
         self._held.add((self.key, int(step)))
         if not self._tagged:

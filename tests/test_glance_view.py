@@ -155,6 +155,17 @@ def test_grid_images_logs_each_grid_once_as_a_keyed_image(tmp_path):
         assert im.size == (74 * 6, 38 * 6)                              # nearest-neighbour upscale, pixels kept
 
 
+def test_an_unreadable_grid_costs_its_chart_frame_not_the_trial(tmp_path, caplog):
+    tracker = FakeTracker()
+    cb = GridImages(tracker, tmp_path / "images")
+    broken = tmp_path / "step_000010.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cb.on_samples(10, broken)                                          # no exception
+    cb.on_samples(20, _grid(tmp_path / "step_000020.png"))
+    assert [parse_image_name(p.name) for p, _ in tracker.artifacts if p.suffix == ".png"] == [(GRID_KEY, 20)]
+    assert "not a readable image" in caplog.text and "step 10" in caplog.text
+
+
 def test_grid_images_of_a_continued_run_are_not_logged_twice(tmp_path):
     held = [write_image_files(_grid(tmp_path / "step_000050.png"), tmp_path / "old", GRID_KEY, 50)[0].name]
     tracker = FakeTracker(held)
