@@ -198,7 +198,12 @@ def test_dds_is_zero_when_source_is_target_and_nothing_changed(sd_dir, model):
     x_same = (1.1 * torch.tanh(w0)).detach()
     _, m = _run(sd_dir, model, "dds", w0, x_same, t=300, dds={"source_prompt": PROMPT})
     _, m_sds = _run(sd_dir, model, "sds", w0, x_same, t=300)
-    assert m["sds/grad_norm"] < 1e-6 * m_sds["sds/grad_norm"]
+    _, m_src = _run(sd_dir, model, "dds", w0, x_same, t=300)          # y_src = "a blue circle": a real direction
+    # zero up to fp32 rounding: the train and frozen rows are the same inputs at different positions of one batched
+    # UNet call, which some BLAS paths round differently (measured 2.0e-6 x SDS under MKL_CBWR=AVX2 on an AMD EPYC,
+    # 0 under COMPATIBLE); a DDS that reads another prompt is three orders of magnitude above the bound (0.21 x SDS)
+    assert m["sds/grad_norm"] < 1e-4 * m_sds["sds/grad_norm"]
+    assert m_src["sds/grad_norm"] > 1e-2 * m_sds["sds/grad_norm"], (m_src, m_sds)
 
 
 # ---- the regularizers combine with every variant ----------------------------------------------------------------
