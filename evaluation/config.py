@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
@@ -24,6 +24,7 @@ from .metrics.clip_score import ClipModelSpec, ClipScoreConfig  # noqa: F401  (r
 from .metrics.feature_diversity import FeatureDiversityConfig
 from .metrics.fid import FidConfig
 from .metrics.lpips_diversity import LpipsDiversityConfig
+from .metrics.preservation import PreservationConfig, resolve_parts
 from .metrics.registry import METRICS, builtin_metrics, load_metric
 
 
@@ -52,9 +53,19 @@ class EvalConfig(_Strict):
     batch_size: int = Field(16, ge=1)              # sampling and feature batches
     latents: LatentsConfig = Field(default_factory=LatentsConfig)
     image_size: int | None = Field(512, ge=8)      # saved PNG size; None = the generator's native size (pocket)
+    # the authors' images for metrics (docs/fidelity.md, "Evaluation images"): bilinear without antialias
+    # (ZSSGAN.py:128), quantized as torchvision's save_image (utils/file_utils.py:27-34)
+    image_resize: Literal["bilinear", "bilinear_antialias"] = "bilinear"
+    image_quantize: Literal["save_image", "round"] = "save_image"
+    # truncation centre: a fresh mean of `truncation_center_samples` mapped z (the authors' mean_latent(4096),
+    # ZSSGAN.py:45,127; seeded here) or the checkpoint's stored average ("checkpoint")
+    truncation_center: Literal["mean_latent", "checkpoint"] = "mean_latent"
+    truncation_center_samples: int = Field(4096, ge=1)
+    truncation_center_seed: int = 0
     fid: FidConfig = Field(default_factory=FidConfig)
     clip: ClipScoreConfig = Field(default_factory=ClipScoreConfig)
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+    preservation: PreservationConfig = Field(default_factory=PreservationConfig)   # source vs adapted, same z
     extra_metrics: list[str] = Field(default_factory=list)   # plugins: "package.module:Class" (or a plain function)
     device: str = "auto"                           # auto | cpu | cuda | cuda:N
     cache_dir: str = DEFAULT_CACHE_DIR             # latents and reference statistics
@@ -110,6 +121,15 @@ class EvalConfig(_Strict):
         model._plugin_names = {path: name for name, (path, _) in by_name.items() if path in blocks} if blocks else {}
         return model
 
+    @model_validator(mode="after")
+    def _preservation_parts(self) -> "EvalConfig":
+        """Preservation parts left to follow their sibling metric (None) are decided here, once."""
+        resolved = resolve_parts(self.preservation, self)
+        for part, value in resolved.model_dump().items():   # in place: assigning the field would re-validate
+            if getattr(self.preservation, part) != value:
+                setattr(self.preservation, part, value)
+        return self
+
     @model_serializer(mode="wrap")
     def _dump_plugin_blocks(self, handler) -> dict[str, Any]:
         """A dump holds each plugin's settings under its name, so it validates back to the same config."""
@@ -160,6 +180,11 @@ class EvalConfig(_Strict):
             "eval.noise_mode": "const",
             "eval.image_size": self.image_size if self.image_size is not None else "native",
             "eval.latents.seed": self.latents.seed,
+            "eval.image_resize": self.image_resize,
+            "eval.image_quantize": self.image_quantize,
+            "eval.truncation_center": (
+                "none" if self.truncation == 1 else self.truncation_center if self.truncation_center == "checkpoint"
+                else f"mean_latent:{self.truncation_center_samples}:seed{self.truncation_center_seed}"),
         }
         for metric in builtin_metrics():
             settings = self.settings_of(metric)

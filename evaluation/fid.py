@@ -84,15 +84,58 @@ def check_inception(inception_path: str | Path = CLEANFID_INCEPTION) -> Path:
     )
 
 
+# legacy_pytorch: clean-fid's `pytorch_inception` = pytorch-fid's port of the TF FID Inception (StudioGAN's
+# InceptionV3_tf), loaded by torch.hub's `load_state_dict_from_url` from its cache (never downloaded here)
+PT_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+PT_INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PT_INCEPTION_FILE}"
+
+
+def pt_inception_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / PT_INCEPTION_FILE
+
+
+def check_pt_inception(path: str | Path | None = None) -> Path:
+    """The pytorch-fid Inception weights `legacy_pytorch` mode loads (torch hub's cache, else `path`);
+    `InceptionMissingError` with the fix when neither exists. Cheap: preflight uses it."""
+    target = pt_inception_cache_path()
+    if target.is_file():
+        return target
+    if path is not None and Path(path).expanduser().is_file():
+        return Path(path).expanduser()
+    raise InceptionMissingError(
+        f"fid.mode legacy_pytorch needs pytorch-fid's FID Inception weights ({PT_INCEPTION_FILE}), missing at "
+        f"{target}" + (f" and {Path(path).expanduser()}" if path else "") + ". This machine cannot download them. "
+        f"Fetch {PT_INCEPTION_URL} where the internet is reachable and put it at {target} (torch hub's cache; "
+        "$TORCH_HOME moves it) or set `fid.pt_inception_path`; or use fid.mode clean / legacy_tensorflow.")
+
+
+def ensure_pt_inception(path: str | Path | None = None) -> Path:
+    """Make torch hub's cache hold the pytorch-fid Inception weights (a symlink to `path` when staged elsewhere)."""
+    target = pt_inception_cache_path()
+    source = check_pt_inception(path)
+    if source != target:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.symlink_to(source.resolve())
+        except OSError:
+            shutil.copyfile(source, target)
+    return target
+
+
 def build_feature_model(fid_cfg: "FidConfig", device: torch.device) -> FeatureModel:
     if fid_cfg.feature_extractor == "inception":
-        path = ensure_inception(fid_cfg.inception_path)
+        if fid_cfg.mode == "legacy_pytorch":
+            path = ensure_pt_inception(fid_cfg.pt_inception_path)
+            model_id = f"pt_inception-2015-12-05:{path.stat().st_size}"
+        else:
+            path = ensure_inception(fid_cfg.inception_path)
+            model_id = f"inception-2015-12-05:{path.stat().st_size}"
         from cleanfid.features import build_feature_extractor  # late: clean-fid ~1.8 s; validate loads fid.py only
 
         fn = build_feature_extractor(fid_cfg.mode, device=device, use_dataparallel=False)
-        model_id = f"inception-2015-12-05:{path.stat().st_size}"
-        # clean: PIL bicubic to 299 outside the net; legacy_tensorflow: native size in, TF-style resize inside
-        resolution = "299" if fid_cfg.mode == "clean" else "native"
+        # clean: PIL bicubic to 299 outside the net; legacy_pytorch: torch bilinear (no antialias) to 299 outside
+        # the net (StudioGAN's `legacy` resizer); legacy_tensorflow: native size in, TF-style resize inside
+        resolution = "native" if fid_cfg.mode == "legacy_tensorflow" else "299"
         return FeatureModel(fn=fn, model_id=model_id, custom_fn_resize=None, resolution=resolution)
     factory = import_object(fid_cfg.feature_extractor)
     kwargs: dict[str, Any] = {}

@@ -3,8 +3,12 @@
 Latents are created once from a seed (`torch.Generator("cpu")`, z ~ N(0, I)), saved as a .pt and reused; their
 sha256 is recorded in every manifest, so a table can tell whether two runs saw the same z. Each image is
     x = G.synthesis(G.truncate(G.broadcast(G.mapping(z)), psi), noise_mode="const")
-i.e. truncation around the checkpoint's latent_avg and the generator's registered (constant) noise buffers,
-written as `{i:05d}.png` at the evaluation resolution next to `manifest.json`.
+i.e. truncation around the centre `truncation_center` names (the authors': a fresh mean of 4096 mapped z,
+`model/ZSSGAN.py:45,127`, drawn here from a seeded CPU generator; or the checkpoint's latent_avg) and the
+generator's registered (constant) noise buffers, written as `{i:05d}.png` at the evaluation resolution next to
+`manifest.json`: resized with `image_resize` (the authors': bilinear without antialias, `ZSSGAN.py:128`) and
+quantized with `image_quantize` (the authors': torchvision's `save_image(normalize=True, range=(-1, 1))`,
+`utils/file_utils.py:27-34`).
 
 The frozen SOURCE generator is the same for every trial of a sweep: `shared_source_samples` renders it once
 per (checkpoint content, latents, sampling settings) into `cache_dir/source_samples/<key>` (under a file
@@ -32,7 +36,7 @@ from tqdm.auto import tqdm
 
 from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
 from trainables.generators.kinds import kind_of, load_any
-from trainables.protocols import GeneratorKind
+from trainables.protocols import GeneratorKind, RecenterableKind, missing_members
 
 MANIFEST = "manifest.json"
 SOURCE_SAMPLES_DIR = "source_samples"   # under EvalConfig.cache_dir: the shared source-generator samples
@@ -100,13 +104,51 @@ def load_or_create_latents(path: str | Path, num: int, z_dim: int, seed: int) ->
 
 
 # ---- images ------------------------------------------------------------------------------------------
-def to_uint8(x: torch.Tensor, size: int | None = None) -> np.ndarray:
-    """[N, 3, H, W] in about [-1, 1] -> [N, size, size, 3] uint8 (antialiased resize when size differs)."""
+RESIZES = ("bilinear", "bilinear_antialias")   # F.interpolate bilinear (half-pixel centres), without / with antialias
+QUANTIZES = ("save_image", "round")             # floor(255 (x + 1) / 2 + 0.5) (torchvision) / round-half-even(127.5 (x + 1))
+
+
+def to_uint8(x: torch.Tensor, size: int | None = None, resize: str = "bilinear",
+             quantize: str = "save_image") -> np.ndarray:
+    """[N, 3, H, W] in about [-1, 1] -> [N, size, size, 3] uint8.
+
+    resize (when `size` differs): "bilinear" is the authors' `F.interpolate(img, 512, 'bilinear',
+    align_corners=False)` (ZSSGAN.py:128; no antialias: a 1024 -> 512 downsize averages 2x2 blocks),
+    "bilinear_antialias" the same with antialias=True (a triangle filter over the source footprint).
+    quantize: "save_image" is torchvision's save_image(normalize=True, value_range=(-1, 1)): clamp, (x + 1) / 2,
+    then floor(255 y + 0.5); "round" is round-half-to-even of 127.5 (x + 1)."""
+    if resize not in RESIZES or quantize not in QUANTIZES:
+        raise ValueError(f"resize must be one of {RESIZES} (got {resize!r}), quantize one of {QUANTIZES} "
+                         f"(got {quantize!r})")
     x = x.float()
     if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=resize == "bilinear_antialias")
+    x = x.clamp(-1, 1)
+    if quantize == "save_image":
+        x = ((x + 1) / 2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)   # uint8 cast truncates: floor
+    else:
+        x = ((x + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+CENTERS = ("mean_latent", "checkpoint")
+
+
+@torch.no_grad()
+def recenter_truncation(kind: GeneratorKind, g, center: str, samples: int, seed: int) -> None:
+    """Set the truncation centre of a freshly loaded generator: "mean_latent" = the mean of `samples` mapped
+    z ~ N(0, I) drawn from torch.Generator("cpu").manual_seed(seed) (the authors' `mean_latent(4096)`, unseeded
+    there); "checkpoint" = keep the checkpoint's stored average (w_avg / latent_avg)."""
+    if center not in CENTERS:
+        raise ValueError(f"truncation_center must be one of {CENTERS}, got {center!r}")
+    if center == "mean_latent":
+        missing = missing_members(kind, RecenterableKind)
+        if missing:
+            raise ValueError(f"evaluation.truncation_center: mean_latent needs generator kind {kind.name!r} to "
+                             f"declare {', '.join(missing)} (trainables.protocols.RecenterableKind); set "
+                             f"truncation_center: checkpoint to truncate around its own centre")
+        kind.set_truncation_center(g, kind.mean_latent(g, samples, torch.Generator("cpu").manual_seed(seed)))
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -136,6 +178,8 @@ def sample_to_folder(
     progress: bool = True,
     manifest_extra: dict[str, Any] | None = None,
     kind: GeneratorKind | None = None,
+    resize: str = "bilinear",
+    quantize: str = "save_image",
 ) -> dict[str, Any]:
     """Render `z` through `generator` into `out_dir` ({i:05d}.png + manifest.json); returns the manifest.
 
@@ -157,7 +201,7 @@ def sample_to_folder(
         zb = z[start : start + batch_size].to(dev)
         x = kind.render_grid(g, kind.eval_inputs(g, zb, truncation, first_index=start))
         native = int(x.shape[-1])
-        for i, img in enumerate(to_uint8(x, image_size)):
+        for i, img in enumerate(to_uint8(x, image_size, resize, quantize)):
             name = out / f"{start + i:05d}.png"
             Image.fromarray(img).save(name)
             digests.append(hashlib.sha256(img.tobytes()).hexdigest())
@@ -174,6 +218,8 @@ def sample_to_folder(
         "pixels_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),   # over decoded pixels, in order
         "device": str(dev),
         "generator_kind": kind.name,
+        "resize": resize,
+        "quantize": quantize,
     }
     manifest.update(manifest_extra or {})
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -216,9 +262,15 @@ def sample_checkpoint(
     progress: bool = True,
     reuse: bool = True,
     kind: str | None = None,
+    resize: str = "bilinear",
+    quantize: str = "save_image",
+    truncation_center: str = "mean_latent",
+    center_samples: int = 4096,
+    center_seed: int = 0,
 ) -> dict[str, Any]:
     """Sample a checkpoint with the fixed latents; reuses `out_dir` when its manifest already matches. `kind`:
-    the generator kind's name (None: the registered kind that recognises the file).
+    the generator kind's name (None: the registered kind that recognises the file). `resize` / `quantize`:
+    `to_uint8`; `truncation_center` (with its samples and seed): `recenter_truncation`.
 
     The manifest records checkpoint path + sha256, latents file + sha256 + seed, truncation, count, resolution.
     """
@@ -239,12 +291,17 @@ def sample_checkpoint(
             "truncation": truncation,
             "count": num_samples,
             "requested_resolution": image_size,
+            "resize": resize,
+            "quantize": quantize,
+            "truncation_center": _center_label(truncation_center, center_samples, center_seed, truncation),
         }
         have = _manifest_matches(out, want)
         if have is not None:
             return have
     if g is None:
         kind, g = _load_generator(checkpoint, kind_name)
+    if truncation != 1:   # psi = 1 renders w itself: no centre is read
+        recenter_truncation(kind, g, truncation_center, center_samples, center_seed)
     z = load_or_create_latents(latents_path, num_samples, int(kind.z_dim(g)), latents_seed)
     extra = {
         "checkpoint": str(checkpoint),
@@ -253,11 +310,19 @@ def sample_checkpoint(
         "latents_sha256": sha256_file(latents_path),
         "latents_seed": latents_seed,
         "requested_resolution": image_size,
+        "truncation_center": _center_label(truncation_center, center_samples, center_seed, truncation),
     }
     return sample_to_folder(
         g, z, out, truncation=truncation, batch_size=batch_size, image_size=image_size,
-        device=device, progress=progress, manifest_extra=extra, kind=kind,
+        device=device, progress=progress, manifest_extra=extra, kind=kind, resize=resize, quantize=quantize,
     )
+
+
+def _center_label(center: str, samples: int, seed: int, truncation: float) -> str:
+    """The manifest's record of the truncation centre ("none" at psi = 1, where no centre is read)."""
+    if truncation == 1:
+        return "none"
+    return f"mean_latent:{samples}:seed{seed}" if center == "mean_latent" else center
 
 
 def sample_for_eval(checkpoint: str | Path, out_dir: str | Path, cfg, kind: str | None = None) -> dict[str, Any]:
@@ -266,6 +331,8 @@ def sample_for_eval(checkpoint: str | Path, out_dir: str | Path, cfg, kind: str 
         checkpoint, out_dir, num_samples=cfg.num_samples, truncation=cfg.truncation,
         latents_path=cfg.latents.path, latents_seed=cfg.latents.seed, cache_dir=cfg.cache_dir,
         batch_size=cfg.batch_size, image_size=cfg.image_size, device=cfg.device, progress=cfg.progress, kind=kind,
+        resize=cfg.image_resize, quantize=cfg.image_quantize, truncation_center=cfg.truncation_center,
+        center_samples=cfg.truncation_center_samples, center_seed=cfg.truncation_center_seed,
     )
 
 
@@ -295,6 +362,10 @@ def shared_source_samples(source_checkpoint: str | Path, cfg, kind: str | None =
         "count": cfg.num_samples,
         "truncation": cfg.truncation,
         "requested_resolution": cfg.image_size,
+        "resize": cfg.image_resize,
+        "quantize": cfg.image_quantize,
+        "truncation_center": _center_label(cfg.truncation_center, cfg.truncation_center_samples,
+                                           cfg.truncation_center_seed, cfg.truncation),
         "batch_size": cfg.batch_size,
         "device": device,
         "environment": compute_environment(device),
@@ -329,6 +400,7 @@ def _shared_folder_manifest(folder: Path, key: dict[str, Any]) -> dict[str, Any]
         return None
     if not latents or not Path(latents).is_file():
         return None
-    want = {k: key[k] for k in ("checkpoint_sha256", "truncation", "count", "requested_resolution")}
+    want = {k: key[k] for k in ("checkpoint_sha256", "truncation", "count", "requested_resolution", "resize",
+                                "quantize", "truncation_center")}
     want["latents_sha256"] = sha256_file(latents)   # the latents file still holds the z it was rendered from
     return _manifest_matches(folder, want)

@@ -134,11 +134,12 @@ def test_core_metric_failures_are_isolated_and_no_samples_fails_every_metric(wor
                       "feature": base.diversity.feature.model_dump()}})
     metrics, manifest = evaluate_generator(world["adapted"], "a red thing", cfg, tmp_path / "e1")
     assert manifest["count"] == cfg.num_samples
-    assert set(metrics.errors) == {"fid", "feature_diversity", "lpips_diversity"}
+    assert set(metrics.errors) == {"fid", "feature_diversity", "lpips_diversity", "preservation"}
     assert metrics.errors["fid"].reason == metrics.errors["feature_diversity"].reason \
         == "OSError: feature weights unreadable (test)"
     assert metrics.errors["lpips_diversity"].reason.startswith("LpipsWeightsMissingError: LPIPS (alex)")
     assert str(tmp_path / "no.pth") in metrics.errors["lpips_diversity"].reason
+    assert metrics.errors["preservation"].reason.startswith("ValueError: no source generator known")   # none given
     assert {"eval/clip_score", "eval/test/flaky"} <= set(metrics) and not any("fid" in k for k in metrics)
     assert metrics.done == ["clip_score", FLAKY_PATH]
 

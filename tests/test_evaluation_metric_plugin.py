@@ -217,6 +217,27 @@ def _params_before_metric_objects(cfg) -> dict[str, str]:
     return {k: str(v) for k, v in p.items()}
 
 
+def _params_now(cfg) -> dict[str, str]:
+    """The params above plus what issue 22 added on purpose (they change numbers, so they must change the
+    fingerprint): the authors' image export and truncation centre, and source preservation's parts."""
+    p = dict(_params_before_metric_objects(cfg))
+    p["eval.image_resize"] = cfg.image_resize
+    p["eval.image_quantize"] = cfg.image_quantize
+    p["eval.truncation_center"] = ("none" if cfg.truncation == 1 else "checkpoint" if cfg.truncation_center ==
+                                   "checkpoint" else f"mean_latent:{cfg.truncation_center_samples}:"
+                                                     f"seed{cfg.truncation_center_seed}")
+    pres = cfg.preservation
+    if pres.enabled:
+        p["eval.preservation.parts"] = ",".join(x for x in ("lpips", "clip", "features") if getattr(pres, x))
+        p["eval.preservation.num_images"] = str(min(pres.num_images or cfg.num_samples, cfg.num_samples))
+        if pres.features:
+            p["eval.fid.feature_extractor"] = cfg.fid.feature_extractor
+            p["eval.fid.mode"] = cfg.fid.mode
+            if cfg.fid.feature_extractor != "inception":
+                p["eval.fid.custom_resize"] = cfg.fid.custom_resize
+    return {k: str(v) for k, v in p.items()}
+
+
 def _sweep_evaluations() -> list[tuple[str, dict]]:
     out = []
     for path in sorted((REPO / "sweeps").rglob("*.yaml")):
@@ -234,16 +255,16 @@ def _sweep_evaluations() -> list[tuple[str, dict]]:
      "diversity": {"lpips": {"resize": 64, "net": "vgg"}, "feature": {"num_images": 10}}, "image_size": None},
     {"diversity": {"lpips": {"enabled": False}}, "extra_metrics": ["pocket.metrics:prompt_accuracy"]},
 ])
-def test_builtin_params_and_fingerprint_unchanged(data):
+def test_builtin_params_and_fingerprint_follow_the_protocol(data):
     from evaluation.config import EvalConfig
 
     cfg = EvalConfig.model_validate(data)
-    old = _params_before_metric_objects(cfg)
-    assert cfg.as_params() == old
-    assert cfg.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    want = _params_now(cfg)
+    assert cfg.as_params() == want
+    assert cfg.fingerprint() == hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def test_every_sweep_files_params_unchanged():
+def test_every_sweep_files_params_follow_the_protocol():
     from evaluation.config import EvalConfig
 
     evaluations = _sweep_evaluations()
@@ -251,4 +272,4 @@ def test_every_sweep_files_params_unchanged():
     for name, data in evaluations:
         data = json.loads(json.dumps(data).replace("${", "{"))   # env vars: the params only echo the value
         cfg = EvalConfig.model_validate(data)
-        assert cfg.as_params() == _params_before_metric_objects(cfg), name
+        assert cfg.as_params() == _params_now(cfg), name

@@ -118,3 +118,71 @@ def test_evaluate_run_and_only_missing(world, tmp_path, capsys):
 
     with pytest.raises(EvalSettingsConflict, match="eval.truncation"):
         evaluate_run(rid, None, cfg.model_copy(update={"truncation": 0.5}), uri)
+
+
+def test_preservation_pairs_source_and_adapted_images_of_the_same_z(world, tmp_path):
+    """eval/preservation/* equal independent float64 computations over the written PNG pairs: LPIPS from a
+    fresh `lpips.LPIPS` with the same backbone file, CLIP cosine from the open_clip model called directly,
+    feature cosine from the extractor called directly; the source against itself preserves everything."""
+    from pathlib import Path
+
+    import lpips
+    import numpy as np
+    import open_clip
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from evaluation.runner import evaluate_run
+    from evaluation.sampling import list_images
+    from evaluation.testing import random_conv_features
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("pres", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, tags={"sweep.role": "parent"}).info.run_id
+    cfg = world["cfg"].model_copy(update={"output_dir": str(tmp_path / "evals"), "extra_metrics": []})
+    cfg.preservation.lpips = True
+    cfg.preservation.num_images = 12
+    rid = _trial_run(client, exp_id, parent, world["adapted"], "a red thing", world["src"])
+    got = evaluate_run(rid, None, cfg, uri)
+    same = evaluate_run(_trial_run(client, exp_id, parent, world["src"], "a red thing", world["src"]), None, cfg, uri)
+
+    ada_paths = list_images(tmp_path / "evals" / rid / "samples")[:12]
+    src_dir = next((world["root"] / "cache" / "source_samples").glob("*/manifest.json")).parent
+    src_paths = list_images(src_dir)[:12]
+
+    def pixels(paths):   # uint8 PNG -> float64 [N, 3, H, W] in [0, 1]
+        return torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+                                ).permute(0, 3, 1, 2).double() / 255
+
+    a, b = pixels(src_paths), pixels(ada_paths)
+    net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).double()
+    state = torch.load(cfg.diversity.lpips.backbone_path, weights_only=True)
+    own = net.net.state_dict()
+    for k in own:   # slice{s}.{i}.X <- features.{i}.X
+        own[k] = state[f"features.{k.split('.', 1)[1]}"].double()
+    net.net.load_state_dict(own)
+    with torch.no_grad():
+        ref_lpips = float(net(a * 2 - 1, b * 2 - 1).mean())
+
+    spec = cfg.clip.models[0]
+    model, _, preprocess = open_clip.create_model_and_transforms(Path(spec.name).stem, pretrained=spec.pretrained)
+    model = model.double().eval()
+    with torch.no_grad():
+        def emb(paths):
+            e = model.encode_image(torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths]).double())
+            return e / e.norm(dim=-1, keepdim=True)
+        ref_clip = float((emb(src_paths) * emb(ada_paths)).sum(-1).mean())
+    fx = random_conv_features("cpu")
+    fa, fb = (fx((x * 255).float()).double() for x in (a, b))
+    ref_feat = float(torch.nn.functional.cosine_similarity(fa, fb, dim=1).mean())
+
+    print({k: v for k, v in got.items() if "preservation" in k}, ref_lpips, ref_clip, ref_feat)
+    assert abs(got["eval/preservation/lpips"] - ref_lpips) < 1e-4
+    assert abs(got["eval/preservation/clip"] - ref_clip) < 1e-4
+    assert abs(got["eval/preservation/features"] - ref_feat) < 1e-4
+    assert got["eval/preservation/lpips"] > 1e-3 and got["eval/preservation/clip"] < 1 - 1e-4
+    assert abs(same["eval/preservation/lpips"]) < 1e-6 and abs(same["eval/preservation/clip"] - 1) < 1e-6
+    assert abs(same["eval/preservation/features"] - 1) < 1e-6
+    run = client.get_run(rid)
+    assert run.data.params["eval.preservation.parts"] == "lpips,clip,features"

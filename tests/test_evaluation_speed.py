@@ -264,10 +264,11 @@ def test_demo_evaluation_block_metrics_equal_the_old_way(tmp_path, model_cache_o
     metrics1, passes1, renders1, stats1 = results[1]
     assert renders1 == ["samples"]                                   # no source render
     assert passes1 == [64]                                           # the samples only: references from disk
-    assert (stats1.misses, stats1.hits) == (1, 1)                    # pocket-CLIP built once
+    assert stats1.misses == 1 and stats1.hits >= 1                   # pocket-CLIP built once (score, preservation)
     old_source = tmp_path / "old_source"
     sample_source_generator(POCKET_G, old_source, cfg)
     for i, (metrics, *_) in enumerate(results):
         want = _old_way(tmp_path / f"trial{i}" / "samples", prompt, cfg, old_source)
-        assert dict(metrics) == want                                 # bit for bit
+        assert {k: v for k, v in metrics.items() if not k.startswith("eval/preservation/")} == want   # bit for bit
+        assert {"eval/preservation/clip", "eval/preservation/features"} <= set(metrics)   # the demo's parts
     assert results[0][0]["eval/pocket/preservation"] > 0.5           # a meaningful comparison, not all zeros

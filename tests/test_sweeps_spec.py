@@ -184,7 +184,7 @@ def test_paper_run_fails_before_any_trial_starts(tmp_path):
     out = _cli("run", str(REPO / "sweeps" / "paper" / "afhq_cat2dog.yaml"), "--storage", str(tmp_path / "st"),
                cwd=tmp_path, env={"MODELS_DIR": str(tmp_path / "models")})
     assert out.returncode == 3, out.stderr
-    assert "afhqcat.pkl" in out.stderr and "CompVis/stable-diffusion-v1-4" in out.stderr
+    assert "afhqcat_rosinality.pt" in out.stderr and "--conv-clamp none" in out.stderr and "CompVis/stable-diffusion-v1-4" in out.stderr
     assert "no trial was started" in out.stderr
     assert not (tmp_path / "st").exists() and not (tmp_path / "mlruns").exists()
 

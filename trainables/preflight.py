@@ -41,8 +41,16 @@ def _generator_problem(path: str) -> str | None:
     if Path(path).is_file():
         return None
     shown = path if Path(path).is_absolute() else f"{path} (i.e. {Path(path).resolve()})"
+    hint = ""
+    name = Path(path).name
+    if name.endswith("_rosinality.pt"):   # the AFHQ paper sweeps' file: the authors ran a converted NVlabs pickle
+        pkl = Path(path).with_name(name.removesuffix("_rosinality.pt") + ".pkl")
+        hint = (f". It is a conversion of NVIDIA's pickle without the activation clamp, as the authors ran it: "
+                f"python -m trainables.generators convert --checkpoint {pkl} --to rosinality --conv-clamp none "
+                f"--out {path} (or set generator.checkpoint to {pkl.name} to keep the clamp; docs/paper-runs.md)")
     return (f"generator.checkpoint: file not found: {shown}. Put the checkpoint there (rosinality .pt, NVlabs "
-            f".pkl or state dict; docs/generators.md), or point the path at it (paths expand ${{MODELS_DIR}})")
+            f".pkl or state dict; docs/generators.md), or point the path at it (paths expand ${{MODELS_DIR}})"
+            + hint)
 
 
 def model_problems(cfg: AdaptConfig) -> list[str]:

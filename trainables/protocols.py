@@ -48,6 +48,14 @@ class GeneratorKind(Protocol):
 
 
 @runtime_checkable
+class RecenterableKind(GeneratorKind, Protocol):
+    """A kind whose truncation centre evaluation can set to a fresh mean latent (evaluation.truncation_center:
+    mean_latent, the Fusion authors' protocol); a kind without these evaluates around its own centre only."""
+
+    def mean_latent(self, g: "torch.nn.Module", n: int, generator: "torch.Generator") -> "torch.Tensor": ...
+    def set_truncation_center(self, g: "torch.nn.Module", center: "torch.Tensor") -> None: ...
+
+
 class LayerSelectableKind(GeneratorKind, Protocol):
     """A kind with `layer_selection = True` also offers W+ for the paper's adaptive layer selection (layers.k)."""
 

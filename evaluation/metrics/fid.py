@@ -22,11 +22,14 @@ if TYPE_CHECKING:  # type names only
 
 class FidConfig(StrictModel):
     enabled: bool = True
-    mode: Literal["clean", "legacy_tensorflow"] = "clean"   # clean-fid resize/feature mode
+    # clean-fid resize/feature mode; legacy_pytorch = StudioGAN's defaults the authors' AFHQ FIDs used
+    # (`legacy` torch-bilinear resizer + InceptionV3_tf: docs/fidelity.md, "Evaluation")
+    mode: Literal["clean", "legacy_tensorflow", "legacy_pytorch"] = "clean"
     reference: str | None = None          # folder (or .zip) of real target images, or a precomputed .npz (mu, sigma[, feats])
     feature_extractor: str = "inception"  # "inception" or "module:function" -> clean-fid custom extractor
     custom_resize: Literal["native", "mode"] = "native"  # custom extractor input: native size, or the mode's resize (299)
     inception_path: str = CLEANFID_INCEPTION   # pre-staged inception-2015-12-05.pt (linked to clean-fid's /tmp path)
+    pt_inception_path: str | None = None  # legacy_pytorch: pre-staged pt_inception-2015-12-05-6726825d.pth (None = torch hub cache)
     cache_dir: str | None = None          # reference statistics cache; None = <EvalConfig.cache_dir>/fid_stats
     kid: bool = True                      # KID from the same features (needs reference features, not only stats)
     kid_subsets: int = Field(100, ge=1)   # clean-fid kernel_distance num_subsets
@@ -53,10 +56,13 @@ def feature_problems(fid: FidConfig, prompts: list[str] | None) -> list[str]:
     if fid.feature_extractor != "inception":
         p = import_problem("fid.feature_extractor", fid.feature_extractor, prompts, "extractor")
         return [p] if p else []
-    from evaluation.fid import check_inception  # late: the FID math imports torch; validation reads settings only
+    from evaluation.fid import check_inception, check_pt_inception  # late: the FID math imports torch
 
     try:
-        check_inception(fid.inception_path)
+        if fid.mode == "legacy_pytorch":
+            check_pt_inception(fid.pt_inception_path)
+        else:
+            check_inception(fid.inception_path)
     except Exception as exc:  # noqa: BLE001 - listed with its field
         return [f"fid.inception_path: {exc}"]
     return []

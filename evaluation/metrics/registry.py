@@ -20,6 +20,7 @@ METRICS.add("fid", "evaluation.metrics.fid:FidMetric")                          
 METRICS.add("feature_diversity", "evaluation.metrics.feature_diversity:FeatureDiversity")
 METRICS.add("clip_score", "evaluation.metrics.clip_score:ClipScore")
 METRICS.add("lpips_diversity", "evaluation.metrics.lpips_diversity:LpipsDiversity")
+METRICS.add("preservation", "evaluation.metrics.preservation:Preservation")      # eval/preservation/*
 
 
 def as_metric(obj: Any, path: str) -> Metric:

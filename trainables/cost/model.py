@@ -38,7 +38,7 @@ from trainables.frozen.clip_models import LoadedClip, build_open_clip_architectu
 from trainables.devices import DTYPES
 from trainables.frozen.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
 from trainables.guidance.fusion import FusionGuidance
-from trainables.guidance.nada import NadaGuidance
+from trainables.guidance.nada import NadaGuidance, clip_dtype
 from trainables.adaptation.step import Trainer
 from trainables.protocols import Guidance
 from trainables.registry import GUIDANCE
@@ -134,7 +134,7 @@ def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -
 
 def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> NadaGuidance:
     models = []
-    dtype = DTYPES[cfg.nada.precision]
+    dtype = clip_dtype(cfg.nada.precision, "cuda")   # costed for the GPU a run targets
     for ref in cfg.nada.clip_models:
         with unset_fake_temporarily(), _quiet_open_clip():   # open_clip moves models with .to(), which fake
             model, _ = build_open_clip_architecture(ref.name, ref.pretrained)   # parameters refuse: a real one

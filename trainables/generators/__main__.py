@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from trainables.generators.formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
-from trainables.generators.stylegan2 import StyleGAN2
+from trainables.generators.stylegan2 import StyleGAN2, without_conv_clamp
 
 
 class CliError(Exception):
@@ -110,6 +110,8 @@ WRITERS = {
 
 def _convert(args: argparse.Namespace) -> int:
     g = load_generator(args.checkpoint)
+    if args.conv_clamp == "none":
+        g = without_conv_clamp(g)
     save, what = WRITERS[args.to]
     path = save(g, args.out)
     print(f"wrote {path} ({what}; from {getattr(g, 'source_format', '?')})")
@@ -137,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--to", choices=sorted(WRITERS), default="rosinality",
                    help="rosinality .pt (default) or an NVlabs G_ema state dict + Generator arguments")
+    c.add_argument("--conv-clamp", choices=("keep", "none"), default="keep",
+                   help="none: drop NVlabs' activation clamp (conv_clamp = 256), as a rosinality conversion does; "
+                        "the Fusion authors' AFHQ cat generator (afhqcat_rosinality.pt) ran without it")
     c.set_defaults(func=_convert)
     return p
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -426,3 +427,15 @@ class StyleGAN2(nn.Module):
             wp = self.mix(w1, w2, inject_index)
         img = self.synthesis(wp, noise_mode=noise_mode, noise_generator=noise_generator, noise=noise)
         return (img, wp) if return_latents else img
+
+
+def without_conv_clamp(g: StyleGAN2) -> StyleGAN2:
+    """The same weights and latent_avg without NVlabs' activation clamp (conv_clamp None: rosinality's network,
+    what `convert_weight.py` gives the Fusion authors' afhqcat_rosinality.pt)."""
+    out = StyleGAN2(dataclasses.replace(g.cfg, conv_clamp=None))
+    out.load_state_dict(g.state_dict())
+    out.set_latent_avg(g.latent_avg)
+    for attr in ("source_format", "latent_avg_source"):
+        if hasattr(g, attr):
+            setattr(out, attr, getattr(g, attr))
+    return out.to(g.latent_avg.device)

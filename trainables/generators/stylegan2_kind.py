@@ -109,3 +109,11 @@ class StyleGAN2Kind(StyleGAN2Info):
 
     def extra_artifacts(self, g, out_dir: Path, seed: int) -> list[Path]:
         return []
+
+    @torch.no_grad()
+    def mean_latent(self, g, n: int, generator: torch.Generator) -> torch.Tensor:
+        """The authors' truncation centre: mean of f(z) over n z ~ N(0, I) (rosinality `mean_latent(4096)`)."""
+        return g.mean_latent(n, generator)
+
+    def set_truncation_center(self, g, center: torch.Tensor) -> None:
+        g.set_latent_avg(center)

@@ -41,6 +41,14 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
+def clip_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The dtype NADA's CLIP runs in: "auto" is fp16 on CUDA and fp32 elsewhere (what OpenAI's `clip.load` gives
+    the authors' NADA: fp16 weights on the GPU, `model.float()` on the CPU); else the named precision."""
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return DTYPES[precision]
+
+
 class NadaGuidance:
     """Directional CLIP loss over one or more open_clip models (same API as FusionGuidance)."""
 
@@ -59,7 +67,7 @@ class NadaGuidance:
         self.cfg = nada_cfg
         self.device = torch.device(device)
         if dtype is None:
-            dtype = DTYPES[nada_cfg.precision]
+            dtype = clip_dtype(nada_cfg.precision, self.device)
         elif isinstance(dtype, str):
             dtype = DTYPES[dtype]
         self.dtype = dtype

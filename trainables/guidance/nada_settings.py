@@ -7,7 +7,6 @@ from pydantic import Field
 
 from trainables.settings import StrictModel
 
-Precision = Literal["fp32", "bf16", "fp16"]
 NADA_CLIP_SIDE = 224   # NADA's images go through CLIP at 224 px when nada.image_size is None
 
 
@@ -28,7 +27,9 @@ class NadaConfig(StrictModel):
     # None = the raw output (StyleGAN-NADA's code). The Fusion authors' NADA run resizes to 512 (their
     # SG2Generator.forward), see docs/fidelity.md.
     image_size: int | None = Field(None, ge=8)
-    precision: Precision = "fp32"
+    # "auto" = the authors' NADA: OpenAI's `clip.load(..., device='cuda:0')` keeps CLIP's fp16 weights on a GPU and
+    # converts them to fp32 on the CPU (criteria/clip_loss.py:37; docs/fidelity.md); or a fixed precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
 

@@ -107,6 +107,14 @@ class EG3DKind(EG3DInfo):
         return _EG3DGrid(ws=g.mapping(z, c, truncation_psi=truncation), c=c)
 
     @torch.no_grad()
+    def mean_latent(self, g, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Mean of the mapped z over n draws, conditioned on the front camera (EG3D's w_avg is tracked that way)."""
+        return g.mean_latent(front_camera(g.avg_camera_pivot, g.avg_camera_radius), n, generator)
+
+    def set_truncation_center(self, g, center: torch.Tensor) -> None:
+        g.set_latent_avg(center)
+
+    @torch.no_grad()
     def extra_artifacts(self, g, out_dir: Path, seed: int, n_latents: int = 3, n_views: int = 9) -> list[Path]:
         """A multi-view GIF: `n_latents` fixed latents side by side, sweeping the orbit views."""
         z = torch.randn(n_latents, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(g.device)
