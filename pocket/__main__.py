@@ -58,10 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     fg.add_argument("--min-cell", type=int, default=64, help="enlarge cells to at least this many pixels")
     fg.add_argument("--no-frozen", action="store_true", help="no judge metrics on the frozen row (skips scoring)")
     fg.add_argument("--no-index", action="store_true", help="skip index.png (all prompts, one strip each)")
+    pc = sub.add_parser("preservation-check", help="eval/preservation/* vs the judge's preservation (Spearman)")
+    pc.add_argument("--experiment", default="pocket-table-v2")
+    pc.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     sr = sub.add_parser("search-report", help="CLIP-tuned settings vs ground truth (settings-search sweeps)")
     sr.add_argument("--search", nargs="+", default=["pocket-search-square", "pocket-search-red-circle",
                                                     "pocket-search-long-triangle"], help="search experiments")
     sr.add_argument("--fixed", default="pocket-table-v2", help="the experiment with the fixed settings ('' = none)")
+    sr.add_argument("--clip-only", nargs="*", default=[], help="CLIP-only searches to compare picks with, by prompt")
     sr.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
     args = ap.parse_args(argv)
 
@@ -110,10 +114,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
         for path in result.paths:
             print(path)
+    elif args.cmd == "preservation-check":
+        from .preservation_check import report as preservation_report  # late: a subcommand loads only its own stack
+
+        print(preservation_report(args.experiment, args.tracking_uri))
     elif args.cmd == "search-report":
         from .search_report import report  # late: a subcommand loads only its own stack (torch ~2 s)
 
-        print(report(args.search, args.fixed or None, args.tracking_uri))
+        print(report(args.search, args.fixed or None, args.tracking_uri, args.clip_only))
     elif args.cmd == "prompts":
         from .world import CATALOGUE  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 

@@ -9,13 +9,16 @@ experiment this prints:
      +1 = CLIP ranks trials exactly as the ground truth does), and where the CLIP-chosen trial ranks by
      ground-truth FID;
   3. the CLIP-chosen settings next to the fixed settings of table v2 on the same prompt (Fusion + reconstruction
-     0.1 at CFG 7.5, lr 0.002; mean +- std over its seeds, and its seed 0, the seed the search ran).
+     0.1 at CFG 7.5, lr 0.002; mean +- std over its seeds, and its seed 0, the seed the search ran);
+  4. for a search with a pick rule (sweeps/pareto.py: e.g. the highest CLIP score with source preservation >= p),
+     the picked trial's rank by ground-truth FID next to the CLIP-only choice's: within the same search, and,
+     with --clip-only, the CLIP-only search of the same prompt (the earlier round).
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from tracking import TrackingTarget
+from tracking import PICK_RUN_TAG, TrackingTarget, mlflow_client
 
 from .summary import load_runs
 
@@ -97,18 +100,61 @@ def versus_fixed(runs: pd.DataFrame, fixed: pd.DataFrame | None) -> str:
     return "\n".join(lines)
 
 
-def report(experiments: list[str], fixed_experiment: str | None = None, tracking_uri: "str | TrackingTarget | None" = None) -> str:
+FID_GT = "eval/pocket/fid_gt"
+
+
+def gt_rank(runs: pd.DataFrame, row: int) -> int:
+    """Rank (1 = best, ties share the best rank) of trial `row` by ground-truth FID within its search."""
+    return int(runs[FID_GT].rank(method="min").iloc[row])
+
+
+def picked_row(runs: pd.DataFrame, tracking_uri: "str | TrackingTarget | None") -> int | None:
+    """The row of the trial the search's pick rule named (its parent run's `sweep.pick_run_id`), else None."""
+    parents = runs["parent_run_id"].dropna().unique()
+    if len(parents) != 1:
+        return None
+    tags = mlflow_client(TrackingTarget.of(tracking_uri)).get_run(parents[0]).data.tags
+    hit = runs.index[runs["run_id"] == tags.get(PICK_RUN_TAG)]
+    return int(hit[0]) if len(hit) else None
+
+
+def pick_line(runs: pd.DataFrame, tracking_uri, clip_only: dict[str, pd.DataFrame]) -> str | None:
+    """'pick ranks r/n by ground-truth FID; the CLIP-only choice r'/n (...)' for a search with a pick rule."""
+    if FID_GT not in runs:
+        return None
+    row = picked_row(runs, tracking_uri)
+    if row is None:
+        return None
+    n = len(runs)
+    text = (f"preservation-aware pick ({runs.loc[row, 'run_name']}): ranks "
+            f"{gt_rank(runs, row)}/{n} by FID to ground truth; the CLIP-only choice of the same search (row 1 "
+            f"above) ranks {gt_rank(runs, 0)}/{n}")
+    other = clip_only.get(str(runs["prompt"].iloc[0]))
+    if other is not None and FID_GT in other:
+        text += f"; the CLIP-only search of this prompt chose a trial ranked {gt_rank(other, 0)}/{len(other)}"
+    return text
+
+
+def report(experiments: list[str], fixed_experiment: str | None = None, tracking_uri: "str | TrackingTarget | None" = None,
+           clip_only_experiments: list[str] | None = None) -> str:
     fixed = load_runs(fixed_experiment, tracking_uri) if fixed_experiment else None
+    clip_only = {}
+    for name in clip_only_experiments or []:
+        other = search_runs(name, tracking_uri)
+        clip_only[str(other["prompt"].iloc[0])] = other
     out = []
     for name in experiments:
         runs = search_runs(name, tracking_uri)
         agree = agreement(runs)
-        gt_rank = int(runs["eval/pocket/fid_gt"].rank(method="min").iloc[0]) if "eval/pocket/fid_gt" in runs else None
+        rank0 = gt_rank(runs, 0) if FID_GT in runs else None
         out.append(f"### {name}: '{runs['prompt'].iloc[0]}' ({len(runs)} trials)\n")
         out.append(trials_table(runs) + "\n")
         out.append("CLIP score vs ground truth, Spearman (sign-aligned, +1 = same order): "
                    + ", ".join(_agreement_text(runs, m, v) for m, v in agree.items())
-                   + (f"; the CLIP-chosen trial ranks {gt_rank} of {len(runs)} by FID to ground truth" if gt_rank else "")
+                   + (f"; the CLIP-chosen trial ranks {rank0} of {len(runs)} by FID to ground truth" if rank0 else "")
                    + "\n")
         out.append(versus_fixed(runs, fixed) + "\n")
+        line = pick_line(runs, tracking_uri, clip_only)
+        if line:
+            out.append(line + "\n")
     return "\n".join(out)

@@ -292,6 +292,20 @@ def _read_spec(file: Path) -> tuple[SweepSpec, str, Marks]:
 def _check_search_metric(spec: SweepSpec, marks: Marks) -> None:
     """An `eval/...` search metric exists only once a trial's evaluation ran (sweeps/trial.py reports it with the
     final result): ASHA, which compares trials at every step, cannot use one; Optuna needs the `evaluation` block."""
+    if isinstance(spec.search, OptunaSearch) and spec.search.objectives is not None:
+        for i, obj in enumerate(spec.search.objectives):
+            if not obj.metric.startswith(EVAL_PREFIX):
+                raise SweepError(f"{marks.where(('search', 'objectives', i, 'metric'))}: objective {obj.metric!r} is "
+                                 f"not an evaluation metric: a multi-objective search ranks trials by their final "
+                                 f"eval/... metrics (e.g. eval/clip_score, eval/preservation/clip)")
+        if spec.evaluation is None:
+            raise SweepError(f"{marks.where(('search', 'objectives'))}: a multi-objective search reads evaluation "
+                             f"metrics but the sweep has no evaluation block: add one (docs/evaluation.md)")
+    if isinstance(spec.search, OptunaSearch) and spec.search.pick is not None:
+        for metric in spec.search.pick.subject_to:
+            if not metric.startswith(EVAL_PREFIX):
+                raise SweepError(f"{marks.where(('search', 'pick', 'subject_to', metric))}: bound on {metric!r}: "
+                                 f"the pick reads final eval/... metrics")
     metric = getattr(spec.search, "metric", None)
     if not (metric and metric.startswith(EVAL_PREFIX)):
         return

@@ -41,6 +41,8 @@ from .cluster import (REPO_ROOT, check_cluster_reach, init_ray, on_cluster, prep
                       shutdown_ray)
 from .context import TrialContext, name_axes
 from .cost import resolve_auto_gpu
+from .pareto import log_search_result
+from .schema import OptunaSearch
 from .spec import REF_FIELDS, Sweep, SweepError, check_models, get_dotted, load_sweep, set_dotted
 from .storage import STATE_FILE, experiment_dir, read_state, resolve_storage, write_state
 from .trial import import_entrypoint
@@ -232,7 +234,18 @@ def _close_parent_run(sweep_plan: SweepPlan, parent: str, results, out) -> int:
     if spec.evaluation is not None and len(results) > errors:
         _log_comparison_table(spec.name, r.tracking, parent, out)
         _write_report(spec.name, r.tracking, parent, r.exp_dir, out)
+    if isinstance(spec.search, OptunaSearch) and (spec.search.objectives or spec.search.pick):
+        _log_search_result(spec, r.tracking, parent, out)
     return 1 if errors else 0
+
+
+def _log_search_result(spec, tracking: TrackingTarget, parent_run_id: str, out) -> None:
+    """A search's Pareto front and pick on its parent run (sweeps/pareto.py)."""
+    try:
+        log_search_result(spec.search, tracking, spec.name, parent_run_id, out)
+    except Exception as exc:  # the trials and their metrics are safe; only the front / pick is missing
+        print(f"warning: the search's Pareto front / pick could not be logged ({type(exc).__name__}: {exc})",
+              file=out)
 
 
 def run_sweep(file: str | Path, *, address: str | None = None, tracking_uri: str | None = None,

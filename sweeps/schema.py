@@ -73,13 +73,87 @@ class Distribution(_Strict):
         return self
 
 
+class Objective(_Strict):
+    metric: str                         # an eval/ metric of the sweep's evaluation (reported once per trial)
+    mode: Literal["min", "max"]
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Bound":
+        if self.min is None and self.max is None:
+            raise ValueError("a bound needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+class PickRule(_Strict):
+    """Which trial of a search is THE answer (sweeps/pareto.py), tagged `sweep.picked` and named on the parent run.
+
+    constrained: the best `objective` among the trials within every `subject_to` bound (none within: the trial
+                 that violates the bounds least, reported as such);
+    knee:        the Pareto-front trial closest to the ideal point, each objective min-max normalised over the
+                 front (the front's "knee")."""
+
+    rule: Literal["constrained", "knee"]
+    objective: str | None = None                         # constrained: the metric optimised, one of the objectives
+    subject_to: dict[str, Bound] = Field(default_factory=dict)   # eval/ metric -> bound (inclusive)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PickRule":
+        if self.rule == "constrained" and (self.objective is None or not self.subject_to):
+            raise ValueError("rule 'constrained' needs `objective` (the metric to optimise) and `subject_to` "
+                             "(metric: {min: ..} / {max: ..})")
+        if self.rule == "knee" and (self.objective is not None or self.subject_to):
+            raise ValueError("rule 'knee' takes no objective / subject_to (it reads the search's objectives)")
+        return self
+
+
 class OptunaSearch(_Strict):
+    """Optuna over `params`: one metric (`metric` + `mode`) or two or more `objectives` at once (a Pareto front;
+    `sampler` tpe or nsga2), with an optional `pick` rule naming the answer."""
+
     type: Literal["optuna"]
     num_samples: int = Field(..., ge=1)
-    metric: str              # a step metric (its last value counts) or an eval/ metric of the sweep's evaluation
+    metric: str | None = None  # a step metric (its last value counts) or an eval/ metric of the sweep's evaluation
     mode: Literal["min", "max"] = "min"
+    objectives: list[Objective] | None = Field(None, min_length=2)   # multi-objective: eval/ metrics
+    sampler: Literal["tpe", "nsga2"] = "tpe"            # Optuna's TPESampler / NSGAIISampler (seeded)
+    pick: PickRule | None = None
     params: dict[str, Distribution] = Field(..., min_length=1)   # dotted AdaptConfig path -> distribution
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> "OptunaSearch":
+        if (self.metric is None) == (self.objectives is None):
+            raise ValueError("give either `metric` (+ `mode`) or `objectives` (two or more {metric, mode})")
+        names = [o.metric for o in self.objectives or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives name a metric twice: {names}")
+        if self.pick is not None:
+            goals = names or [self.metric]
+            if self.pick.rule == "knee" and len(goals) < 2:
+                raise ValueError("pick rule 'knee' needs two or more objectives")
+            if self.pick.objective is not None and self.pick.objective not in goals:
+                raise ValueError(f"pick.objective {self.pick.objective!r} is not one of the search's objectives {goals}")
+        return self
+
+    def goals(self) -> list[tuple[str, str]]:
+        """(metric, mode) of every objective (one for a single-metric search)."""
+        if self.objectives:
+            return [(o.metric, o.mode) for o in self.objectives]
+        return [(str(self.metric), self.mode)]
+
+    def metrics(self) -> list[str]:
+        """Every metric the search reads: its objectives and the pick's bounds."""
+        out = [m for m, _ in self.goals()]
+        if self.pick is not None:
+            out += [m for m in self.pick.subject_to if m not in out]
+        return out
 
 
 class SweepSpec(_Strict):

@@ -23,10 +23,23 @@ class FinalMetricOptuna(OptunaSearch):
             super().on_trial_result(trial_id, result)
 
 
-def optuna_search(metric: str, mode: str, seed: int, final_only: bool) -> OptunaSearch:
-    """The Optuna searcher of a sweep; `final_only` for metrics reported once per trial (eval/...). Sets Tune's
-    strict-metric switch off in this (the driver's) process for them: the per-step results cannot carry it."""
-    if not final_only:
-        return OptunaSearch(metric=metric, mode=mode, seed=seed)
-    os.environ[STRICT_CHECK_ENV] = "1"
-    return FinalMetricOptuna(metric=metric, mode=mode, seed=seed)
+def _sampler(kind: str, seed: int):
+    import optuna  # late: only a search that names a sampler needs it here (Ray imports it for OptunaSearch)
+
+    return optuna.samplers.NSGAIISampler(seed=seed) if kind == "nsga2" else optuna.samplers.TPESampler(seed=seed)
+
+
+def optuna_search(metrics: list[str], modes: list[str], seed: int, final_only: bool,
+                  sampler: str = "tpe") -> OptunaSearch:
+    """The Optuna searcher of a sweep: one metric, or two or more (multi-objective: Optuna keeps the Pareto front;
+    Ray's searcher reads only the final result for them). `final_only` for metrics reported once per trial
+    (eval/...): sets Tune's strict-metric switch off in this (the driver's) process, the per-step results cannot
+    carry them."""
+    if final_only:
+        os.environ[STRICT_CHECK_ENV] = "1"
+    if len(metrics) > 1:
+        return OptunaSearch(metric=list(metrics), mode=list(modes), sampler=_sampler(sampler, seed))
+    cls = FinalMetricOptuna if final_only else OptunaSearch
+    if sampler == "tpe":
+        return cls(metric=metrics[0], mode=modes[0], seed=seed)
+    return cls(metric=metrics[0], mode=modes[0], sampler=_sampler(sampler, seed))

@@ -47,9 +47,10 @@ def reporter(sweep: Sweep):
     if isinstance(sweep.spec.search, OptunaSearch):
         params = {f"point/overrides/{p}": p for p in sweep.spec.search.params}
     metrics = {"step": "step", "perf/it_per_s": "it/s", "train/grad_norm": "grad_norm"}
-    metric = getattr(sweep.spec.search, "metric", None)
-    if metric:
-        metrics[metric] = metric
+    search = sweep.spec.search
+    for metric in (search.metrics() if isinstance(search, OptunaSearch) else [getattr(search, "metric", None)]):
+        if metric:
+            metrics[metric] = metric
     return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=15,
                        sort_by_metric=False, max_progress_rows=50)
 
@@ -72,8 +73,10 @@ def tune_config(sweep: Sweep):
         # late: Ray reads its env when imported; the launcher sets it first
         from .search import optuna_search
 
-        kwargs["search_alg"] = optuna_search(search.metric, search.mode, search.seed,
-                                             final_only=search.metric.startswith(EVAL_PREFIX))
+        goals = search.goals()
+        kwargs["search_alg"] = optuna_search([m for m, _ in goals], [mode for _, mode in goals], search.seed,
+                                             final_only=all(m.startswith(EVAL_PREFIX) for m, _ in goals),
+                                             sampler=search.sampler)
         kwargs["num_samples"] = search.num_samples
     return tune.TuneConfig(**kwargs)
 

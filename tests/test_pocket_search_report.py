@@ -47,3 +47,29 @@ def test_a_constant_ground_truth_metric_has_no_order_to_agree_with():
     agree = agreement(_runs([30.0, 20.0, 10.0], [0.0, 0.0, 0.0], [50.0, 80.0, 120.0]))
     assert agree["eval/pocket/prompt_accuracy"] != agree["eval/pocket/prompt_accuracy"]     # NaN
     assert agree["eval/pocket/fid_gt"] == pytest.approx(1.0)
+
+
+def test_pick_line_ranks_the_picked_trial_and_the_clip_only_choices(tmp_path):
+    """The picked trial is the one the parent run's `sweep.pick_run_id` names (a real MLflow store); its rank
+    and the CLIP-only choices' ranks are by ground-truth FID within their own searches."""
+    from mlflow.tracking import MlflowClient
+
+    from pocket.search_report import pick_line
+    from tracking import PICK_RUN_TAG
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(exp).info.run_id
+    runs = _runs([30.0, 25.0, 20.0, 10.0], [0.9, 0.7, 0.5, 0.1], [90.0, 40.0, 60.0, 120.0]).reset_index(drop=True)
+    runs["run_id"] = ["r0", "r1", "r2", "r3"]
+    runs["run_name"] = ["trial_000", "trial_001", "trial_002", "trial_003"]
+    runs["parent_run_id"] = parent
+    client.set_tag(parent, PICK_RUN_TAG, "r1")
+    other = _runs([50.0, 40.0, 30.0], [0.9, 0.5, 0.1], [70.0, 50.0, 60.0]).reset_index(drop=True)
+    line = pick_line(runs, uri, {"a square": other})
+    assert "pick (trial_001): ranks 1/4" in line           # FID 40 is the best of 90, 40, 60, 120
+    assert "CLIP-only choice of the same search (row 1 above) ranks 3/4" in line   # FID 90
+    assert "CLIP-only search of this prompt chose a trial ranked 3/3" in line      # FID 70 of 70, 50, 60
+    client.delete_tag(parent, PICK_RUN_TAG)
+    assert pick_line(runs, uri, {}) is None                 # a search without a pick rule: no line

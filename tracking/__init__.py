@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .client import mlflow_client, tracking_uri_of
 from .conventions import (EXPERIMENT_KIND_TAG, MAX_PARAM_LEN, MAX_TAG_LEN, MODEL_TRAINING_KIND, PARENT_RUN_TAG,
-                          ROLE_PARENT, ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, clip_param, clip_tag, clip_tags,
+                          PICK_RULE_TAG, PICK_RUN_TAG, PICK_TAG, PICKED_TAG, ROLE_PARENT, ROLE_TAG, ROLE_TRIAL, TRIAL_ID_TAG, clip_param, clip_tag, clip_tags,
                           ensure_experiment, slug, truncate_params)
 from .env import configure_env
 from .errors import PERMANENT, TRANSIENT, UNKNOWN, classify_error, is_retryable, retry
@@ -40,6 +40,7 @@ from .target import TrackingTarget, is_loopback_host, is_loopback_uri
 __all__ = [
     "mlflow_client", "tracking_uri_of", "TrackingTarget", "is_loopback_host", "is_loopback_uri", "configure_env", "classify_error", "is_retryable", "retry", "TRANSIENT", "PERMANENT", "UNKNOWN",
     "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "MAX_PARAM_LEN", "MAX_TAG_LEN", "PARENT_RUN_TAG", "ROLE_TAG",
+    "PICK_TAG", "PICK_RUN_TAG", "PICK_RULE_TAG", "PICKED_TAG",
     "ROLE_PARENT", "ROLE_TRIAL", "TRIAL_ID_TAG", "clip_param", "clip_tag", "clip_tags", "ensure_experiment", "slug",
     "truncate_params", "experiment_runs", "finish_run", "git_commit", "start_parent_run", "publish_sweep_view",
     "LABEL_TAG", "RUN_COLOR_TAG", "run_color", "view_url", "LocalMlflowServer", "serve_local", "wait_healthy",

@@ -23,6 +23,8 @@ PARAMS_PER_BATCH = 100
 
 PARENT_RUN_TAG = "mlflow.parentRunId"      # MLflow's own: nests a run under its parent in the UI
 ROLE_TAG = "sweep.role"
+# a search's answer (sweeps/pareto.py): on the parent run the picked trial's name, run id and the rule; on the trial
+PICK_TAG, PICK_RUN_TAG, PICK_RULE_TAG, PICKED_TAG = "sweep.pick", "sweep.pick_run_id", "sweep.pick_rule", "sweep.picked"
 ROLE_PARENT, ROLE_TRIAL = "parent", "trial"
 TRIAL_ID_TAG = "sweep.trial_id"
 # The MLflow UI (3.x) chooses an experiment's view from this tag: without it, a new experiment may open in the
