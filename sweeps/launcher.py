@@ -29,6 +29,7 @@ import io
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,17 +196,23 @@ def _open_parent_run(sweep_plan: SweepPlan, commit: str) -> str:
     """The sweep's parent run (reopened on --resume), and the state file that lets --resume and status find it."""
     r = sweep_plan.resolved
     name = r.sweep.spec.name
+    # the launch id is on disk before the run exists: a driver killed between the two is resumed onto that run
+    launch_id = (r.state.get("launch_id") if r.resume else None) or uuid.uuid4().hex
+    state = {"name": name, "file": str(Path(r.file).resolve()), "launch_id": launch_id,
+             "spec_sha256": r.spec_sha256, **r.tracking.record(), "storage_path": str(r.exp_dir.parent),
+             "started": time.time()}
+    parent_id = r.state.get("parent_run_id") if r.resume else None
+    if parent_id is None:
+        write_state(r.exp_dir, state)
     parent = start_parent_run(
         r.tracking, name, run_name=name + (" (resumed)" if r.resume else ""),
         tags={**sweep_plan.parent_tags, "git_commit": commit},
         spec_text=r.sweep.text, extra_artifacts={"trials.csv": sweep_plan.trials_csv},
-        run_id=r.state.get("parent_run_id") if r.resume else None,
+        run_id=parent_id, launch_id=launch_id,
         # the laptop default: artifacts as plain files beside the SQLite store, readable without a server
         artifact_location=r.tracking.artifact_location,
     )
-    write_state(r.exp_dir, {"name": name, "file": str(Path(r.file).resolve()), "parent_run_id": parent,
-                            "spec_sha256": r.spec_sha256, **r.tracking.record(),
-                            "storage_path": str(r.exp_dir.parent), "started": time.time()})
+    write_state(r.exp_dir, {**state, "parent_run_id": parent})
     return parent
 
 

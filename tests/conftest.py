@@ -201,3 +201,15 @@ class StubGuidance:
 
     def selection_backward(self, x_train, x_frozen=None, t=0, rng=None):
         return self.backward(x_train, x_frozen, t, rng)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real lean MLflow server on loopback over a fresh SQLite store, one per test module."""
+    from tracking import LocalMlflowServer   # late: conftest loads for every test; most need no server
+
+    srv = LocalMlflowServer(tmp_path_factory.mktemp("store")).start(timeout=240)
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from tracking import (BACKLOG_TAG, SPOOL_ID_TAG, LocalMlflowServer, RunTracker, SendGate, SenderSettings,
+from tracking import (BACKLOG_TAG, SPOOL_ID_TAG, RunTracker, SendGate, SenderSettings,
                       mlflow_client)
 from tracking.sender import is_congestion, jittered
 
@@ -85,15 +85,6 @@ def test_congestion_is_told_apart_from_a_refusal():
 
 
 # ------------------------------------------------------------------------------------------------ real server
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = LocalMlflowServer(tmp_path_factory.mktemp("store")).start(timeout=240)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def _client(uri):
     return mlflow_client(uri)
 

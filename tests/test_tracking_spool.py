@@ -17,19 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tracking import REJECTED_FILE, SPOOL_FILE, LocalMlflowServer, RunTracker
+from tracking import REJECTED_FILE, SPOOL_FILE, RunTracker
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = LocalMlflowServer(tmp_path_factory.mktemp("store")).start(timeout=240)
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _client(uri):

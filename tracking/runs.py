@@ -17,22 +17,36 @@ from .store import sqlite_artifact_location
 from .views import VIEW_TAG_PREFIX, launch_filter, view_key, view_state, view_tag
 
 
+LAUNCH_ID_TAG = "sweep.launch_id"   # the launch that created a parent run: creation is found, not repeated
+
+
 def start_parent_run(tracking_uri: Target, experiment: str, *, run_name: str, tags: dict[str, Any],
                      spec_text: str | None = None, extra_artifacts: dict[str, str] | None = None,
-                     run_id: str | None = None, artifact_location: str | None = None) -> str:
+                     run_id: str | None = None, artifact_location: str | None = None,
+                     launch_id: str | None = None) -> str:
     """Create (or reopen) the sweep's parent run; the spec YAML goes in as an artifact. Returns its id.
 
     `tracking_uri`: a URI or a `TrackingTarget`. `artifact_location` applies when the experiment is created
-    (default: beside a SQLite store, else the server's default)."""
+    (default: beside a SQLite store, else the server's default). `launch_id` makes creation exactly-once: each
+    attempt first looks for the experiment's run tagged with it (a create whose response was lost, retried here,
+    or a driver killed before it recorded the run id, resumed) and creates only when there is none."""
     client = mlflow_client(tracking_uri)
     if run_id:
         retry(lambda: client.update_run(run_id, status="RUNNING"), what="reopen parent run")
     else:
         location = artifact_location or sqlite_artifact_location(tracking_uri_of(tracking_uri) or "")
         exp_id = retry(lambda: ensure_experiment(client, experiment, location), what="create experiment")
-        run = retry(lambda: client.create_run(exp_id, run_name=run_name, tags=clip_tags(tags)),
-                    what="create parent run")
-        run_id = run.info.run_id
+        run_tags = clip_tags(dict(tags, **({LAUNCH_ID_TAG: launch_id} if launch_id else {})))
+
+        def find_or_create() -> str:
+            if launch_id:
+                found = client.search_runs([exp_id], filter_string=f"tags.`{LAUNCH_ID_TAG}` = '{launch_id}'",
+                                           max_results=1)
+                if found:
+                    return found[0].info.run_id
+            return client.create_run(exp_id, run_name=run_name, tags=run_tags).info.run_id
+
+        run_id = retry(find_or_create, what="create parent run")
     with tempfile.TemporaryDirectory() as tmp:
         files = dict(extra_artifacts or {})
         if spec_text is not None:
