@@ -7,6 +7,10 @@ congestion collapse. The policy here:
 
 - **Bounded concurrency per process**: at most `max_in_flight` MLflow requests of this process's spools are in
   flight to one server at a time (`SendGate.slot`), however many trials the process hosts.
+- **Bounded concurrency per node**: with `max_in_flight_per_node` > 0, the processes of one machine (Ray starts
+  one worker process per concurrent trial) share that many slots for one server: `NodeSlots`, lock files in
+  `node_slot_dir` held with `flock`, which the kernel releases when a holder dies, so a killed worker never
+  keeps a slot.
 - **One congestion signal for the process**: a timeout, a 503/429 or a lock error seen by any spool pauses every
   spool of the process for an exponentially growing, jittered delay (`SendGate.congested`); the first success
   resets it. Jitter spreads the processes of a cluster apart so that they do not come back in lock-step.
@@ -28,11 +32,14 @@ Every knob is a field of `SenderSettings`, read from the environment (`TRACKING_
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import random
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,6 +59,11 @@ class SenderSettings(BaseModel):
     latency_factor: float = Field(2.0, ge=0, le=100,
                                   description="wait this many times the last request's latency between drains")
     max_flush_interval_s: float = Field(20.0, gt=0, description="upper bound of the stretched drain interval")
+    max_in_flight_per_node: int = Field(0, ge=0, le=4096,
+                                        description="concurrent MLflow requests of all processes of this machine "
+                                                    "and one server (0 = no node-wide bound)")
+    node_slot_dir: str = Field("/tmp/sgf-tracking-slots",
+                               description="node-local folder of the per-node slot lock files")
     backlog_warn_bytes: int = Field(512 * 1024, ge=0,
                                     description="a spool holding more unsent bytes logs a WARNING and tags its run "
                                                 "(tracking.spool_backlog_bytes); 0 turns the report off")
@@ -75,11 +87,48 @@ def jittered(delay: float, jitter: float, rng: random.Random | None = None) -> f
     return delay * (1.0 + jitter * (rng or random).random())
 
 
-class SendGate:
-    """Bounded concurrency and a shared congestion pause for the spools of one process and one server."""
+class NodeSlots:
+    """`count` request slots shared by every process of one machine for one tracking server: lock files
+    `<dir>/<server digest>/slot-<i>.lock` taken with a non-blocking `flock`; a process that dies releases its
+    slot (the kernel drops its locks). Waiting polls with a short jittered sleep."""
 
-    def __init__(self, settings: SenderSettings):
+    def __init__(self, count: int, directory: str | os.PathLike, server: str, poll_s: float = 0.02):
+        self.count = count
+        self.dir = Path(directory) / hashlib.sha256(server.encode()).hexdigest()[:16]
+        self.poll_s = poll_s
+
+    @contextmanager
+    def slot(self, stop: threading.Event | None = None) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        start = random.randrange(self.count)       # processes start their scan at different slots
+        while True:
+            for i in range(self.count):
+                fd = os.open(self.dir / f"slot-{(start + i) % self.count}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+                return
+            if stop is not None and stop.is_set():
+                yield                              # shutting down: the last drain goes out unbounded
+                return
+            time.sleep(jittered(self.poll_s, 1.0))
+
+
+class SendGate:
+    """Bounded concurrency and a shared congestion pause for the spools of one process and one server (and, with
+    `max_in_flight_per_node`, of every process of the machine: `NodeSlots`)."""
+
+    def __init__(self, settings: SenderSettings, server: str = ""):
         self.settings = settings
+        self._node = (NodeSlots(settings.max_in_flight_per_node, settings.node_slot_dir, server)
+                      if settings.max_in_flight_per_node else None)
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
         self._lock = threading.Lock()
         self._pause_until = 0.0
@@ -101,14 +150,17 @@ class SendGate:
             if stop is None:
                 time.sleep(min(left, 1.0))
         self._slots.acquire()
-        with self._lock:
-            self.in_flight += 1
-            self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
         try:
-            yield
+            with (self._node.slot(stop) if self._node is not None else nullcontext()):
+                with self._lock:
+                    self.in_flight += 1
+                    self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
+                try:
+                    yield
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
         finally:
-            with self._lock:
-                self.in_flight -= 1
             self._slots.release()
 
     def congested(self) -> float:
@@ -140,7 +192,7 @@ def gate_for(tracking_uri: str) -> SendGate:
     with _gates_lock:
         gate = _gates.get(tracking_uri)
         if gate is None:
-            gate = _gates[tracking_uri] = SendGate(SenderSettings.from_env())
+            gate = _gates[tracking_uri] = SendGate(SenderSettings.from_env(), tracking_uri)
         return gate
 
 
