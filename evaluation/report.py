@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
 from tracking import PARENT_RUN_TAG, TrackingTarget, experiment_runs, mlflow_client, retry
 
+from .pareto import pareto_mask
 from .table import MetricSpec, aggregate, headline_metrics, runs_dataframe
 
 REPORT_ARTIFACT = "report.html"
@@ -34,7 +36,9 @@ NOT_AXES = {"name", "output_dir", "sweep.trial_index"}   # params that differ pe
 CURVE_PREFIXES = ("loss/", "sds/", "nada/", "reg/", "train/")
 MAX_CURVES, MAX_CURVE_TRIALS, MAX_GRID_TRIALS = 6, 24, 16
 PROMPT_SCORE = "eval/clip_score"
-TRADE_OFF_X = ("eval/fid", "eval/pocket/preservation", "eval/pocket/fid_gt")   # the first one present
+# the first one present: FID, else the pocket judge's preservation, else the platform's preservation metrics
+TRADE_OFF_X = ("eval/fid", "eval/pocket/preservation", "eval/preservation/clip", "eval/preservation/lpips",
+               "eval/pocket/fid_gt")
 
 
 def ordered_headlines(keys: set[str]) -> list[str]:
@@ -186,15 +190,9 @@ def metric_vs_axes(df: pd.DataFrame, metrics: list[str], axes: list[str]) -> str
 
 def pareto_front(points: list[tuple[float, float]], x_better: str, y_better: str) -> list[int]:
     """Indices of the points no other point dominates (at least as good in both, better in one)."""
-    sx = 1 if x_better == "max" else -1
-    sy = 1 if y_better == "max" else -1
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(sx * x2 >= sx * x and sy * y2 >= sy * y and (sx * x2 > sx * x or sy * y2 > sy * y)
-                        for k, (x2, y2) in enumerate(points) if k != i)
-        if not dominated:
-            front.append(i)
-    return front
+    if not points:
+        return []
+    return [int(i) for i in np.flatnonzero(pareto_mask(points, [x_better, y_better]))]
 
 
 def trade_off(df: pd.DataFrame, better: dict[str, str | None]) -> tuple[str, str | None]:

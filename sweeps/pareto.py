@@ -23,22 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.pareto import pareto_mask
 from tracking import (PARENT_RUN_TAG, PICK_RULE_TAG, PICK_RUN_TAG, PICK_TAG, PICKED_TAG, TrackingTarget,
                       experiment_runs, mlflow_client, retry)
 
 from .schema import OptunaSearch, PickRule
 
-
-
-def pareto_mask(values: np.ndarray, modes: list[str]) -> np.ndarray:
-    """[n, k] objective values -> bool [n]: not dominated by any other row (ties dominate nothing)."""
-    v = np.asarray(values, dtype=np.float64) * np.array([1.0 if m == "max" else -1.0 for m in modes])  # maximise all
-    n = len(v)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        others = np.delete(v, i, axis=0)
-        keep[i] = not np.any(np.all(others >= v[i], axis=1) & np.any(others > v[i], axis=1))
-    return keep
 
 
 @dataclass

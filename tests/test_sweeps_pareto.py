@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps.pareto import choose, log_search_result, pareto_mask
+from evaluation.pareto import pareto_mask
+from sweeps.pareto import choose, log_search_result
 from sweeps.spec import SweepError, load_sweep
 from sweeps.tuner import param_space, tune_config
 from tracking import PICK_RUN_TAG, PICK_TAG, PICKED_TAG
