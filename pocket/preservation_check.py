@@ -18,6 +18,7 @@ from .search_report import spearman
 from .summary import load_runs
 
 GROUND_TRUTH = "eval/pocket/preservation"
+MIN_TRIALS = 5   # a rank correlation over fewer trials is noise
 # metric -> (label, sign: +1 when higher means more preserved)
 PRESERVATION = {"eval/preservation/clip": ("CLIP-image cosine", +1),
                 "eval/preservation/features": ("judge-feature cosine", +1),
@@ -52,8 +53,11 @@ def report(experiment: str, tracking_uri: "str | TrackingTarget | None" = None) 
              f"experiment {experiment}", "",
              "| trials | " + " | ".join(PRESERVATION[m][0] for m in metrics) + " |", "|" + "---|" * (1 + len(metrics))]
     lines.append(_row("all", runs, metrics))
-    for kind, g in runs.groupby("kind"):
-        lines.append(_row(f"{kind} prompts", g, metrics))
-    for method, g in runs.groupby("method"):
-        lines.append(_row(method, g, metrics))
+    groups = [(f"{kind} prompts", g) for kind, g in runs.groupby("kind")]
+    groups += [(f"'{prompt}'", g) for prompt, g in runs.groupby("prompt")]
+    groups += [(str(method), g) for method, g in runs.groupby("method")]
+    small = [title for title, g in groups if g[GROUND_TRUTH].notna().sum() < MIN_TRIALS]
+    lines += [_row(title, g, metrics) for title, g in groups if title not in small]
+    if small:
+        lines += ["", f"(groups of fewer than {MIN_TRIALS} trials left out: {', '.join(small)})"]
     return "\n".join(lines)
