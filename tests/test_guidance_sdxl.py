@@ -26,7 +26,7 @@ from trainables.config import DiffusionGuidanceConfig, RegularizerConfig
 from trainables.config_io import validate_config
 from trainables.errors import ModelNotFoundError
 from trainables.frozen.diffusion_model import FrozenDiffusion
-from trainables.frozen.layouts import layout_for, load_frozen_diffusion
+from trainables.frozen.layouts import layout_for, load_frozen_diffusion, resolve_model_ref
 from trainables.frozen.sdxl import FrozenSDXL
 from trainables.generators import load_generator
 from trainables.guidance.fusion import FusionGuidance
@@ -287,6 +287,17 @@ def test_fp16_vae_is_upcast_when_its_config_says_so(force_upcast):
     sd = FrozenDiffusion(vae_sd, UNet2DConditionModel(**tiny_sdxl_unet_config()), None, None, alphas,
                          dtype=torch.float16, image_size=IMG)
     assert sd.vae_dtype == torch.float16       # the SD layout never upcasts (its behaviour is unchanged)
+
+
+def test_preflight_needs_every_sdxl_subfolder(sdxl_dir, tmp_path):
+    """An SDXL folder without its second text encoder is caught by the model check, before any training step."""
+    import shutil
+
+    assert resolve_model_ref(str(sdxl_dir)) == sdxl_dir
+    partial = tmp_path / "partial"
+    shutil.copytree(sdxl_dir, partial, ignore=shutil.ignore_patterns("text_encoder_2"))
+    with pytest.raises(ModelNotFoundError, match="text_encoder_2"):
+        resolve_model_ref(str(partial), allow_download=False)
 
 
 def test_a_separate_text_encoder_is_refused_with_the_fix(sdxl_dir):

@@ -70,14 +70,9 @@ class FrozenDiffusion:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def recognises(cls, root: Path) -> bool:
-        """Whether a resolved diffusers folder is this layout (trainables/frozen/layouts.py asks each in turn;
-        SD 1.x/2.x is the fallback: every folder with unet/vae/scheduler)."""
-        return True
-
-    @classmethod
     def from_settings(cls, guidance_cfg, **load) -> "FrozenDiffusion":
-        """Load from the guidance settings (guidance.model, guidance.text_encoder; a layout reads its own)."""
+        """Load from the guidance settings (guidance.model, guidance.text_encoder; another layout
+        (trainables/frozen/layouts.py) reads its own as well)."""
         return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load)
 
     @staticmethod

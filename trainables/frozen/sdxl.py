@@ -20,7 +20,6 @@ rows holding the pooled vector (P values, zero-padded to k * D; k = ceil(P / D),
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -29,24 +28,12 @@ import torch
 from trainables.devices import DTYPES
 from trainables.errors import ModelNotFoundError
 from trainables.frozen.diffusion_model import FrozenDiffusion, _freeze
+from trainables.frozen.layouts import SDXL_SUBFOLDERS, model_index
 from trainables.frozen.refs import hf_offline, resolve_diffusers_ref
 from trainables.frozen.tokenizer import check_tokenizer
 
-SDXL_PIPELINE = "StableDiffusionXLPipeline"
-SDXL_SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 N_TIME_IDS = 6        # original_size (2) + crops_coords_top_left (2) + target_size (2)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-
-
-def _model_index(root: Path) -> dict:
-    f = Path(root) / "model_index.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
-
-
-def is_sdxl_folder(root: Path) -> bool:
-    """SDXL: model_index.json names an SDXL pipeline, or the folder has a second text encoder."""
-    name = str(_model_index(root).get("_class_name", ""))
-    return name.startswith("StableDiffusionXL") or (Path(root) / "text_encoder_2").is_dir()
 
 
 def _no_separate_text_encoder(text_encoder: str | None, model: str) -> None:
@@ -101,10 +88,6 @@ class FrozenSDXL(FrozenDiffusion):
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def recognises(cls, root: Path) -> bool:
-        return Path(root).is_file() or is_sdxl_folder(root)
-
-    @classmethod
     def from_settings(cls, guidance_cfg, **load) -> "FrozenSDXL":
         image_size = load.get("image_size", guidance_cfg.image_size)
         return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder,
@@ -136,7 +119,7 @@ class FrozenSDXL(FrozenDiffusion):
         check_tokenizer(nets["tokenizer"], f"{model} ({root / 'tokenizer'})")
         check_tokenizer(nets["tokenizer_2"], f"{model} ({root / 'tokenizer_2'})")
         alphas, pred = cls._read_schedule(Path(root))
-        zeros = bool(_model_index(root).get("force_zeros_for_empty_prompt", True))   # the pipeline's default
+        zeros = bool(model_index(root).get("force_zeros_for_empty_prompt", True))   # the pipeline's default
         return cls._build(nets, alphas, pred, zeros, **kw)
 
     @classmethod
