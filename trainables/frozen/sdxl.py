@@ -33,7 +33,6 @@ from trainables.frozen.refs import hf_offline, resolve_diffusers_ref
 from trainables.frozen.tokenizer import check_tokenizer
 
 N_TIME_IDS = 6        # original_size (2) + crops_coords_top_left (2) + target_size (2)
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 def _no_separate_text_encoder(text_encoder: str | None, model: str) -> None:
