@@ -52,3 +52,17 @@ def test_sdxl_cost_at_1024_traces_the_sdxl_unet(tiny_models, tmp_path, monkeypat
     assert report.by_component["unet.forward"] == unet_flops
     frozen = 2 * SDXL_UNET_PARAMS + 4 * SDXL_VAE_PARAMS                 # fp16 UNet, fp32 (upcast) VAE
     assert frozen <= report.weight_bytes < frozen + 2 * SDXL_VAE_PARAMS   # the tiny generators: far less than that
+
+
+def test_paper_sdxl_sweep_names_the_sdxl_critic_at_1024():
+    """sweeps/paper/ffhq_sdxl.yaml: SDXL base at its native 1024, its own text encoders, fp16, with and without
+    the directional regularizer (its cost: `python -m sweeps validate sweeps/paper/ffhq_sdxl.yaml`)."""
+    from conftest import REPO
+    from sweeps.spec import load_sweep
+
+    sweep = load_sweep(REPO / "sweeps/paper/ffhq_sdxl.yaml")
+    settings = {(t.config.guidance.model, t.config.guidance.image_size, t.config.guidance.text_encoder,
+                 t.config.guidance.precision) for t in sweep.trials}
+    assert settings == {(SDXL, 1024, None, "fp16")}
+    assert sorted(t.config.reg.directional.weight for t in sweep.trials) == [0.0, 1.0]
+    assert {t.config.guidance.sdxl.time_ids(1024) for t in sweep.trials} == {(1024, 1024, 0, 0, 1024, 1024)}
