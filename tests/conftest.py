@@ -136,6 +136,14 @@ def sd_dir(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd", seed=0)
 
 
+@pytest.fixture(scope="module")
+def sdxl_dir(tmp_path_factory) -> Path:
+    """A tiny random SDXL-layout pipeline directory (trainables.testing.build_tiny_sdxl, seed 0), one per module."""
+    from trainables.testing import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "sdxl", seed=0)
+
+
 @pytest.fixture
 def model_cache_on():
     """The frozen-model cache on (bound 4, as in a sweep worker) for one test, off and empty afterwards: the rest

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from trainables.config import AdaptConfig
 from trainables.errors import ModelNotFoundError
-from trainables.frozen.refs import resolve_diffusers_ref, resolve_text_encoder_ref
+from trainables.frozen.layouts import resolve_model_ref
+from trainables.frozen.refs import resolve_text_encoder_ref
 from trainables.registry import GUIDANCE
 from trainables.resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
                         resource_problems, train_side)
@@ -73,7 +74,7 @@ def model_problems(cfg: AdaptConfig) -> list[str]:
 
 # how each reference type a method declares (its `model_refs`) is checked here, never downloading
 _RESOLVERS = {
-    "diffusers": lambda ref: resolve_diffusers_ref(ref, allow_download=False),
+    "diffusers": lambda ref: resolve_model_ref(ref, allow_download=False),    # its layout's subfolders (SDXL)
     "text_encoder": lambda ref: resolve_text_encoder_ref(ref, allow_download=False),
     "lpips": lambda net: check_lpips_ref(net),
     "open_clip": lambda ref: resolve_open_clip_ref(*ref),

@@ -2,6 +2,7 @@
 
     build_tiny_sd(dir)          -> a diffusers Stable-Diffusion-layout directory (loaded by the same code
                                    path as CompVis/stable-diffusion-v1-4)
+    build_tiny_sdxl(dir)        -> the same for SDXL (loaded as stabilityai/stable-diffusion-xl-base-1.0)
     build_tiny_open_clip(dir)   -> (config_json, weights) for `load_open_clip(config_json, weights)`
 
 Random weights: these test plumbing and arithmetic, never image quality.
@@ -82,6 +83,64 @@ def build_tiny_sd(dir: str | Path, seed: int = 0, prediction_type: str = "epsilo
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", type(sched).__name__],
         "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
+    }
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    return root
+
+
+# tiny SDXL (StableDiffusionXLPipeline layout): two text encoders whose penultimate hidden states concatenate to
+# the UNet's context (TINY_TEXT_DIM + TINY_TEXT_DIM), text_encoder_2's projection is the pooled embedding
+TINY_SDXL_POOLED = 16
+TINY_SDXL_TIME_DIM = 8          # addition_time_embed_dim: 6 time ids x 8 + pooled 16 = 64 added-embedding inputs
+SDXL_VAE_SCALING = 0.13025
+
+
+def tiny_sdxl_unet_config(sample_size: int = 8) -> dict:
+    return dict(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=32, attention_head_dim=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), use_linear_projection=True,
+        cross_attention_dim=2 * TINY_TEXT_DIM, addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=TINY_SDXL_POOLED + 6 * TINY_SDXL_TIME_DIM,
+    )
+
+
+def build_tiny_sdxl(dir: str | Path, seed: int = 0, force_zeros_for_empty_prompt: bool = True) -> Path:
+    """Write a tiny SDXL-layout pipeline directory (model_index.json, vae/, unet/, text_encoder/, tokenizer/,
+    text_encoder_2/, tokenizer_2/, scheduler/), as StableDiffusionXLPipeline.save_pretrained lays it out; random
+    weights. The VAE config carries SDXL's scaling factor and force_upcast."""
+    # late: conftest imports this module; diffusers/transformers add ~2-5 s each at import
+    import diffusers
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    root = Path(dir)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**tiny_sdxl_unet_config())
+    vae = AutoencoderKL(**{**tiny_vae_config(), "scaling_factor": SDXL_VAE_SCALING, "force_upcast": True})
+    text = CLIPTextModel(CLIPTextConfig(**tiny_text_config()))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**tiny_text_config(), "projection_dim": TINY_SDXL_POOLED,
+                                                           "hidden_act": "gelu"}))
+    sched = EulerDiscreteScheduler(**SD_SCHEDULE, prediction_type="epsilon", timestep_spacing="leading",
+                                   steps_offset=1)
+    unet.save_pretrained(root / "unet")
+    vae.save_pretrained(root / "vae")
+    text.save_pretrained(root / "text_encoder")
+    text_2.save_pretrained(root / "text_encoder_2")
+    sched.save_pretrained(root / "scheduler")
+    build_clip_tokenizer(root / "tokenizer")
+    build_clip_tokenizer(root / "tokenizer_2", pad_token="!")        # SDXL's tokenizer_2 pads with "!"
+    index = {
+        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": diffusers.__version__,
+        "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "force_zeros_for_empty_prompt": force_zeros_for_empty_prompt,
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
     return root

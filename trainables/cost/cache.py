@@ -8,7 +8,8 @@ What the key holds (`cost_key`):
   directory: those of the JSON configs in it), for a hub id the cached snapshot's revision (or 'absent': the
   cost model then assumes SD 1.x, and a later download must not be served that assumption);
 - the versions of torch, diffusers, transformers, open_clip and torchvision, and a digest of the project's
-  `trainables/` sources (the cost model, the step, the networks: any change retraces).
+  `trainables/` sources and trainables/cost/architectures/ (the cost model, the step, the networks, the bundled
+  configs: any change retraces).
 A corrupt or unreadable entry is a miss. The folder is `$SGF_COST_CACHE`, default ~/.cache/sgf-cost.
 """
 from __future__ import annotations
@@ -103,7 +104,8 @@ def environment_stamp() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[lib] = "absent"
     digest = hashlib.sha256()
-    for path in sorted(TRAINABLES.rglob("*.py")):
+    # the sources, and the bundled architecture configs the cost model builds unreachable models from
+    for path in sorted([*TRAINABLES.rglob("*.py"), *(TRAINABLES / "cost" / "architectures").rglob("*.json")]):
         digest.update(str(path.relative_to(TRAINABLES)).encode() + b"\0" + path.read_bytes())
     return {**versions, "trainables": digest.hexdigest()}
 

@@ -5,8 +5,10 @@
 
 The step is `trainables.adaptation.step.Trainer.step` itself (the loop's code path), on modules built from their
 configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no data. What is assumed:
-- architectures: a local diffusers directory or a cached hub snapshot gives the UNet/VAE configs; otherwise
-  SD 1.x's (noted in `assumptions`). A generator checkpoint on disk gives its configuration (its weights are
+- architectures: a local diffusers directory or a cached hub snapshot gives the UNet/VAE configs; else the
+  published configs bundled in trainables/cost/architectures/ for the hub ids there (SDXL base); otherwise
+  SD 1.x's (noted in `assumptions`). The folder's layout (trainables/frozen/layouts.py) builds the critic, so an
+  SDXL is traced with its pooled embedding, time ids and (fp16) upcast VAE. A generator checkpoint on disk gives its configuration (its weights are
   read once on the CPU and dropped); otherwise `generator.size` (StyleGAN2 config-f) or EG3D ffhq512-128.
 - t = 250 (cost does not depend on t); both noise modes cost the same, so the trace uses the fixed buffers;
   layer selection trains the first k W+ entries (the choice itself needs data, its cost does not).
@@ -22,6 +24,7 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import open_clip
@@ -37,6 +40,7 @@ from trainables.generators.kinds import kind_for
 from trainables.frozen.clip_models import LoadedClip, build_open_clip_architecture
 from trainables.devices import DTYPES
 from trainables.frozen.diffusion_model import FrozenDiffusion, sd_alphas_cumprod
+from trainables.frozen.layouts import layout_for
 from trainables.guidance.fusion import FusionGuidance
 from trainables.guidance.nada import NadaGuidance, clip_dtype
 from trainables.adaptation.step import Trainer
@@ -47,6 +51,9 @@ from trainables.cost.report import CostReport
 from trainables.cost.gpus import GPUS, gpu
 
 COST_T = 250
+# published architecture configs (no weights) of hub models the cost model knows without a download:
+# <hub id with "/" -> "--">/{model_index.json, unet/, vae/, scheduler/}
+ARCHITECTURES = Path(__file__).resolve().parent / "architectures"
 
 # SD 1.x (CompVis/stable-diffusion-v1-4, runwayml/stable-diffusion-v1-5 and their DreamBooth fine-tunes)
 SD1_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
@@ -79,15 +86,26 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(prev)
 
 
-def _cached_diffusers_root(ref: str) -> Path | None:
-    """A local directory, or the cached hub snapshot holding the unet/vae configs; never downloads."""
+def _cached_diffusers_root(ref: str, notes: list[str] | None = None) -> Path | None:
+    """A local directory, the cached hub snapshot holding the unet/vae configs, or the bundled published configs
+    of a known hub id (trainables/cost/architectures/); never downloads."""
     if Path(ref).is_dir():
         return Path(ref)
     try:
-        return Path(snapshot_download(ref.split("@")[0], local_files_only=True,
-                                      allow_patterns=["unet/config.json", "vae/config.json", "scheduler/*"]))
-    except Exception:                          # not cached (or not a hub id): fall back on SD 1.x
-        return None
+        snap = Path(snapshot_download(ref.split("@")[0], local_files_only=True,
+                                      allow_patterns=["model_index.json", "unet/config.json", "vae/config.json",
+                                                      "scheduler/*"]))
+        if (snap / "unet" / "config.json").is_file():
+            return snap
+    except Exception:                          # not cached (or not a hub id): the bundled configs, or SD 1.x
+        pass
+    bundled = ARCHITECTURES / ref.split("@")[0].replace("/", "--")
+    if (bundled / "unet" / "config.json").is_file():
+        if notes is not None:
+            notes.append(f"guidance.model {ref!r} is not on this machine: its published UNet/VAE configs "
+                         f"(trainables/cost/architectures/{bundled.name}) used")
+        return bundled
+    return None
 
 
 class _VggLpips(torch.nn.Module):
@@ -104,22 +122,24 @@ class _VggLpips(torch.nn.Module):
 def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> FusionGuidance:
     g = cfg.guidance
     dtype = torch.float32 if g.engine == "reference" else DTYPES[g.precision]
-    root = _cached_diffusers_root(g.model)
+    root = _cached_diffusers_root(g.model, notes)
+    layout = FrozenDiffusion
     if root is not None and (root / "unet" / "config.json").is_file():
         unet_cfg = dict(UNet2DConditionModel.load_config(root, subfolder="unet"))
         vae_cfg = dict(AutoencoderKL.load_config(root, subfolder="vae"))
         alphas, prediction = FrozenDiffusion._read_schedule(root)
+        layout = layout_for(root)
     else:
         unet_cfg, vae_cfg, alphas, prediction = SD1_UNET, SD1_VAE, sd_alphas_cumprod(), "epsilon"
         notes.append(f"guidance.model {g.model!r} is not on this machine: SD 1.x's UNet/VAE assumed")
     with _default_dtype(dtype):
         unet = UNet2DConditionModel.from_config(unet_cfg)
+    with _default_dtype(layout.vae_dtype_for(SimpleNamespace(**vae_cfg), dtype)):   # SDXL fp16: an fp32 VAE
         vae = AutoencoderKL.from_config(vae_cfg)
-    model = FrozenDiffusion(vae, unet, None, None, alphas, prediction, dtype=dtype, image_size=g.image_size,
-                            fast=g.engine == "fast")
-    dim = unet.config.cross_attention_dim
+    model = layout(vae, unet, None, None, alphas, prediction, dtype=dtype, image_size=g.image_size,
+                   fast=g.engine == "fast")
     for text in FusionGuidance.texts(g, cfg.prompt, cfg.source_prompt):
-        model.set_embedding(text, torch.zeros(1, 77, dim, dtype=dtype))
+        model.set_embedding(text, torch.zeros(model.embedding_shape(), dtype=dtype))
     lpips = None
     if cfg.reg.lpips.weight > 0:
         lpips = _VggLpips().eval().requires_grad_(False)

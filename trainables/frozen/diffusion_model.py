@@ -57,7 +57,8 @@ class FrozenDiffusion:
         self.dtype = dtype
         self.image_size = int(image_size)
         self.prediction_type = prediction_type
-        self.vae = _freeze(vae, self.device, dtype)
+        self.vae_dtype = self.vae_dtype_for(vae.config, dtype)
+        self.vae = _freeze(vae, self.device, self.vae_dtype)
         self.unet = _freeze(unet, self.device, dtype)
         self.text_encoder = _freeze(text_encoder, self.device, dtype) if text_encoder is not None else None
         self.tokenizer = tokenizer
@@ -68,6 +69,17 @@ class FrozenDiffusion:
             self._make_fast(compile)
 
     # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_settings(cls, guidance_cfg, **load) -> "FrozenDiffusion":
+        """Load from the guidance settings (guidance.model, guidance.text_encoder; another layout
+        (trainables/frozen/layouts.py) reads its own as well)."""
+        return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load)
+
+    @staticmethod
+    def vae_dtype_for(vae_config, dtype: torch.dtype) -> torch.dtype:
+        """The precision the VAE runs in: the model's (SDXL's override upcasts an fp16 VAE that overflows)."""
+        return dtype
+
     @classmethod
     def from_ref(cls, model: str, text_encoder: str | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype | str = torch.float32, image_size: int = 512, fast: bool = False,
@@ -150,7 +162,7 @@ class FrozenDiffusion:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z = E(x).latent_dist.mode() * scaling_factor; x already prepared ([-1,1], image_size). fp32 out."""
-        z = self.vae.encode(x.to(self.dtype)).latent_dist.mode()
+        z = self.vae.encode(x.to(self.vae_dtype)).latent_dist.mode()
         return z.float() * self.scaling_factor
 
     def alpha_bar(self, t: int) -> torch.Tensor:
@@ -166,10 +178,18 @@ class FrozenDiffusion:
     def unet_eps(self, z_t: torch.Tensor, t: int, emb: torch.Tensor) -> torch.Tensor:
         """One UNet call on [N, C, h, w] with embeddings [N, L, D]; returns eps (v converted), fp32."""
         tt = torch.full((z_t.shape[0],), int(t), device=self.device, dtype=torch.long)
-        out = self.unet(z_t.to(self.dtype), tt, encoder_hidden_states=emb.to(self.dtype)).sample.float()
+        out = self.unet(z_t.to(self.dtype), tt, **self.unet_conditioning(emb)).sample.float()
         if self.prediction_type == "v_prediction":
             out = self.v_to_eps(out, z_t, t)
         return out
+
+    def unet_conditioning(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The UNet's text-conditioning keyword arguments for embeddings [N, L, D] (SD: the hidden states)."""
+        return {"encoder_hidden_states": emb.to(self.dtype)}
+
+    def embedding_shape(self) -> tuple[int, int, int]:
+        """The shape of one prompt's embedding as `embed` returns it (what `set_embedding` must be given)."""
+        return (1, 77, int(self.unet.config.cross_attention_dim))
 
     def v_to_eps(self, v: torch.Tensor, z_t: torch.Tensor, t: int) -> torch.Tensor:
         """eps = sqrt(a) v + sqrt(1 - a) z_t (v = sqrt(a) eps - sqrt(1 - a) z)."""

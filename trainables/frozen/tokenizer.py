@@ -58,10 +58,12 @@ def _read_bpe(bpe_path: str | None) -> tuple[dict[str, int], tuple[tuple[str, st
     return vocab, tuple(merges)
 
 
-def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Path | None = None):
+def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Path | None = None,
+                         pad_token: str = EOS):
     """A `transformers.CLIPTokenizer` equal to SD's / OpenAI CLIP's, built without network access.
 
     `save_dir`: when given, `save_pretrained` there (a loadable `tokenizer/` folder of a diffusers layout).
+    `pad_token`: SD's and SDXL's first tokenizer pad with <|endoftext|>; SDXL's tokenizer_2 pads with "!".
     """
     from transformers import CLIPTokenizer  # late: ~0.7 s to import; only building a tokenizer needs it
 
@@ -72,7 +74,7 @@ def build_clip_tokenizer(save_dir: str | Path | None = None, bpe_path: str | Pat
         unk_token=EOS,
         bos_token=BOS,
         eos_token=EOS,
-        pad_token=EOS,
+        pad_token=pad_token,
         model_max_length=CLIP_MAX_LENGTH,
     )
     check_tokenizer(tok, "build_clip_tokenizer (open_clip bundled BPE)")

@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, create_model, model_validator
 
 from trainables.components import ComponentHost, builtin_settings_fields
+from trainables.guidance.sdxl_settings import SdxlConditioning
 from trainables.registry import SCORE_VARIANTS, Registry
 from trainables.settings import StrictModel
 
@@ -36,6 +37,7 @@ class _DiffusionGuidanceFields(ComponentHost):
     precision: Precision = "fp32"                             # frozen VAE/UNet/text encoder precision
     engine: Literal["reference", "fast"] = "fast"             # same quantities; see docs/engine.md
     compile: bool = False                                     # torch.compile the UNet (fast engine; GPU runs)
+    sdxl: SdxlConditioning = Field(default_factory=SdxlConditioning)  # SDXL critics' add_time_ids (sdxl_settings.py)
     # the score-distillation direction (trainables/registry.py SCORE_VARIANTS): paper SDS or a later variant;
     # each variant's own settings are a field guidance.<its settings_key> (added below from the registry), the
     # regularizers combine with every one
