@@ -57,6 +57,12 @@ def name_axes(axes: list[list[str]], varying: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def search_name_axes(search: Any) -> tuple[str, ...]:
+    """An Optuna search's sampled params (not method/prompt/seed): what tells its trials apart in run names."""
+    params = getattr(search, "params", None) or {}
+    return tuple(p for p in params if p not in NAMED_ALWAYS)
+
+
 def _axis_label(path: str) -> str:
     """'optim.lr' -> 'lr'; 'reg.lpips.weight' -> 'lpips.weight' (a bare 'weight'/'k'/'enabled' says nothing)."""
     parts = path.split(".")

@@ -40,7 +40,7 @@ from tracking import ROLE_PARENT, ROLE_TAG, TrackingTarget, finish_run, git_comm
 
 from .cluster import (REPO_ROOT, check_cluster_reach, init_ray, on_cluster, prepare_embedded_env, quiet_env,
                       shutdown_ray)
-from .context import TrialContext, name_axes
+from .context import TrialContext, name_axes, search_name_axes
 from .cost import resolve_auto_gpu
 from .pareto import log_search_result
 from .schema import OptunaSearch
@@ -223,7 +223,7 @@ def _trial_context(sweep_plan: SweepPlan, parent: str, commit: str) -> TrialCont
         experiment=spec.name, base=sweep_plan.base, checkpoint_every=spec.checkpoint_every,
         entrypoint=spec.entrypoint, tracking=r.tracking, parent_run_id=parent, trials_dir=str(r.exp_dir / "trials"),
         git_commit=commit, evaluation=spec.evaluation or None, log_generator_max_mb=spec.log_generator_max_mb,
-        cwd=os.getcwd() if not r.cluster else None, name_axes=name_axes(r.sweep.axes, r.sweep.varying),
+        cwd=os.getcwd() if not r.cluster else None, name_axes=name_axes(r.sweep.axes, r.sweep.varying) or search_name_axes(spec.search),
     )
 
 

@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 
 from evaluation.pareto import pareto_mask
-from tracking import (PARENT_RUN_TAG, PICK_RULE_TAG, PICK_RUN_TAG, PICK_TAG, PICKED_TAG, TrackingTarget,
+from tracking import (LABEL_TAG, PARENT_RUN_TAG, PICK_RULE_TAG, PICK_RUN_TAG, PICK_TAG, PICKED_TAG, TrackingTarget,
                       experiment_runs, mlflow_client, retry)
 
 from .schema import OptunaSearch, PickRule
+
+TRIAL_NAME_TAG = "sweep.trial_name"   # Tune's trial name (sweeps/trial.py)
 
 
 
@@ -95,10 +97,16 @@ def trial_frame(tracking: TrackingTarget, experiment: str, parent_run_id: str, m
     for t in trials:
         if t.data.tags.get(PARENT_RUN_TAG) != parent_run_id or any(m not in t.data.metrics for m in metrics):
             continue
-        rows.append({"trial": t.info.run_name, "run_id": t.info.run_id,
+        rows.append({"trial": t.data.tags.get(LABEL_TAG) or t.info.run_name, "tune_trial": t.data.tags.get(TRIAL_NAME_TAG, ""),
+                     "run_id": t.info.run_id,
                      **{f"param/{k}": v for k, v in t.data.params.items()},
                      **{m: t.data.metrics[m] for m in metrics}})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not df.empty and df["trial"].duplicated(keep=False).any():   # labels that do not tell trials apart
+        dup = df["trial"].duplicated(keep=False)
+        df.loc[dup, "trial"] = df.loc[dup, "trial"] + " (" + df.loc[dup, "tune_trial"].where(
+            df.loc[dup, "tune_trial"] != "", df.loc[dup, "run_id"].str[:8]) + ")"
+    return df.drop(columns="tune_trial") if not df.empty else df
 
 
 def _figure(df: pd.DataFrame, goals: list[tuple[str, str]], front: np.ndarray, pick: Pick | None, path: Path) -> None:

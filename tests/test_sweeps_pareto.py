@@ -165,3 +165,33 @@ def test_front_and_pick_are_logged_on_the_parent_run(tmp_path):
                                                             "trial_002": True, "trial_003": False}
     assert json.loads(open(f"{local}/pick.json").read())["trial"] == "trial_002"
     assert "trial_002" in out.getvalue()
+
+
+def test_trials_a_search_cannot_tell_apart_by_name_get_their_tune_names(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.pareto import trial_frame
+    from tracking import TrackingTarget
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp).info.run_id
+    for tid in ("trial_a", "trial_b"):
+        r = client.create_run(exp, run_name="fusion-a-square-s0", tags={"mlflow.parentRunId": parent,
+                                                                         "sweep.trial_name": tid})
+        client.log_metric(r.info.run_id, "eval/clip_score", 1.0)
+    df = trial_frame(TrackingTarget(uri, source="test"), "s", parent, ["eval/clip_score"])
+    assert sorted(df["trial"]) == ["fusion-a-square-s0 (trial_a)", "fusion-a-square-s0 (trial_b)"]
+
+
+def test_a_search_names_its_trials_by_the_sampled_params(tmp_path):
+    from sweeps.context import run_name, search_name_axes
+
+    s = _sweep(tmp_path, "{type: optuna, num_samples: 2, objectives: [{metric: eval/a, mode: max}, {metric: eval/b, "
+                         "mode: max}], params: {prompt: {dist: choice, values: [a dog]}, optim.lr: {dist: loguniform, "
+                         "low: 0.001, high: 0.01}, guidance.cfg_scale: {dist: uniform, low: 3, high: 30}}}")
+    axes = search_name_axes(s.spec.search)
+    assert axes == ("optim.lr", "guidance.cfg_scale")
+    name = run_name(s.point({"optim.lr": 0.0031, "guidance.cfg_scale": 18.25}), axes)
+    assert "lr0.0031" in name and "cfg_scale18.25" in name
