@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tracking import PARENT_RUN_TAG, TrackingTarget, experiment_runs, mlflow_client, retry
+from tracking import (PARENT_RUN_TAG, PICK_RULE_TAG, PICK_TAG, TrackingTarget, experiment_runs, mlflow_client,
+                      retry)
 
 from .pareto import pareto_mask
 from .table import MetricSpec, aggregate, headline_metrics, runs_dataframe
@@ -307,6 +309,27 @@ def _figure(png: str | None, caption: str, alt: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def search_section(runs: SweepRuns, tracking: "str | TrackingTarget", tmp: Path) -> list[str]:
+    """A multi-objective search's answer (sweeps/pareto.py), when its parent run names a pick: the rule, the
+    picked trial and the Pareto-front figure logged beside it."""
+    tags = runs.parent.data.tags
+    if PICK_TAG not in tags:
+        return []
+    out = ["<h2>Search: Pareto front and pick</h2>"]
+    try:
+        local = Path(mlflow_client(tracking).download_artifacts(runs.parent_id, "search", str(tmp)))
+        pick = json.loads((local / "pick.json").read_text())
+        png = base64.b64encode((local / "pareto.png").read_bytes()).decode() if (local / "pareto.png").is_file() else None
+    except Exception as exc:  # noqa: BLE001 - the pick's tags still say which trial it is
+        return out + [f"<p class='meta'>picked: {html.escape(tags[PICK_TAG])} (rule {html.escape(tags.get(PICK_RULE_TAG, '?'))}); "
+                      f"the search artifacts could not be read ({html.escape(type(exc).__name__)})</p>"]
+    values = ", ".join(f"{k} {v:.4g}" for k, v in pick.get("metrics", {}).items())
+    out.append(f"<p>picked: <b>{html.escape(str(pick.get('trial')))}</b> ({html.escape(values)}): "
+               f"{html.escape(str(pick.get('note', '')))}</p>")
+    out.append(_figure(png, "trials, the Pareto front over the search's objectives and the pick", "pareto front"))
+    return out
+
+
 def build_report(experiment: str, tracking: "str | TrackingTarget", parent_run_id: str | None = None) -> str:
     """The report's HTML (self-contained)."""
     runs = load_sweep_runs(experiment, tracking, parent_run_id)
@@ -322,6 +345,7 @@ def build_report(experiment: str, tracking: "str | TrackingTarget", parent_run_i
              "(direction declared by each metric)</p>", table_html(table)]
     with tempfile.TemporaryDirectory() as tmp:
         grids = comparison_grids(runs, tracking, Path(tmp))
+        parts += search_section(runs, tracking, Path(tmp) / "search")
     parts.append("<h2>Comparison grids</h2><p class='meta'>per prompt: the frozen source generator first, then each "
                  "trial's adapted generator on the same latents (its final sample grid)</p>")
     parts += [_figure(png, f"prompt: {prompt}", f"grid {prompt}") for prompt, png in grids] or \

@@ -238,11 +238,11 @@ def _close_parent_run(sweep_plan: SweepPlan, parent: str, results, out) -> int:
     print(f"\nsweep {spec.name}: {len(results) - errors} trial(s) finished, {errors} failed; "
           f"MLflow experiment '{spec.name}' at {r.tracking.uri}; results in {r.exp_dir}", file=out)
     print(_phase_summary(results), file=out)
+    if isinstance(spec.search, OptunaSearch) and (spec.search.objectives or spec.search.pick):
+        _log_search_result(spec, r.tracking, parent, out)   # before the report, which shows the front and pick
     if spec.evaluation is not None and len(results) > errors:
         _log_comparison_table(spec.name, r.tracking, parent, out)
         _write_report(spec.name, r.tracking, parent, r.exp_dir, out)
-    if isinstance(spec.search, OptunaSearch) and (spec.search.objectives or spec.search.pick):
-        _log_search_result(spec, r.tracking, parent, out)
     return 1 if errors else 0
 
 

@@ -165,6 +165,12 @@ def test_front_and_pick_are_logged_on_the_parent_run(tmp_path):
                                                             "trial_002": True, "trial_003": False}
     assert json.loads(open(f"{local}/pick.json").read())["trial"] == "trial_002"
     assert "trial_002" in out.getvalue()
+    # the sweep report shows the pick and the front figure (read back from the parent run)
+    from evaluation.report import load_sweep_runs, search_section
+
+    section = "\n".join(search_section(load_sweep_runs("s", uri, parent), uri, tmp_path / "rep"))
+    assert "picked: <b>trial_002</b>" in section and "data:image/png;base64," in section
+    assert "eval/preservation/clip &gt;= 0.74" in section
 
 
 def test_trials_a_search_cannot_tell_apart_by_name_get_their_tune_names(tmp_path):
