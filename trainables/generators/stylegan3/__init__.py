@@ -16,6 +16,7 @@ _EXPORTS = {
     "trainables.generators.stylegan3.formats": ("load_stylegan3", "load_stylegan3_pickle", "save_stylegan3",
         "generator_from_stylegan3_state_dict", "infer_stylegan3_config", "is_stylegan3_file", "init_kwargs"),
     "trainables.generators.stylegan3.networks": ("StyleGAN3",),
+    "trainables.generators.stylegan3.pocket": ("build_pocket_stylegan3", "pocket_stylegan3_config"),
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 
