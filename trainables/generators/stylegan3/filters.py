@@ -50,8 +50,8 @@ def lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial:
     arg = 2 * cutoff * math.pi * r
     jinc = torch.where(r > 0, torch.special.bessel_j1(arg) / (math.pi * r.clamp_min(1e-300)),
                        torch.full_like(r, cutoff))  # lim_{r->0} J1(2 pi f r) / (pi r) = f
-    h = jinc.numpy() * np.outer(window, window)
-    return torch.as_tensor(h / h.sum(), dtype=torch.float32)
+    h = jinc * torch.as_tensor(np.outer(window, window), dtype=torch.float64)  # in torch: traceable with fake tensors
+    return (h / h.sum()).to(torch.float32)
 
 
 def _fir(x: torch.Tensor, f: torch.Tensor | None, gain: float, stride: int) -> torch.Tensor:
