@@ -101,3 +101,20 @@ def test_bad_arguments_and_altered_filters_are_refused(tmp_path: Path):
     torch.save(sd, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="shape.pt"):
         load_stylegan3(tmp_path / "shape.pt")
+
+
+def test_cli_converts_to_nvlabs_and_back_exactly(tmp_path: Path, capsys):
+    from trainables.generators.__main__ import main
+
+    out = tmp_path / "r16-nvlabs.pt"
+    assert main(["convert", "--checkpoint", str(FIX / "r16.pkl"), "--out", str(out), "--to", "nvlabs"]) == 0
+    assert "NVlabs StyleGAN3 format" in capsys.readouterr().out
+    g, h = load_stylegan3(FIX / "r16.pkl"), load_stylegan3(out)
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), h.state_dict().values()))
+    again = tmp_path / "again.pt"
+    assert main(["convert", "--checkpoint", str(out), "--out", str(again), "--to", "nvlabs"]) == 0
+    assert torch.load(again, weights_only=True)["init_kwargs"] == torch.load(out, weights_only=True)["init_kwargs"]
+    assert main(["convert", "--checkpoint", str(out), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no rosinality layout" in capsys.readouterr().err
+    assert main(["info", "--checkpoint", str(out), "--json"]) == 0
+    assert '"config": "stylegan3-r"' in capsys.readouterr().out
