@@ -118,3 +118,15 @@ def test_cli_converts_to_nvlabs_and_back_exactly(tmp_path: Path, capsys):
     assert "no rosinality layout" in capsys.readouterr().err
     assert main(["info", "--checkpoint", str(out), "--json"]) == 0
     assert '"config": "stylegan3-r"' in capsys.readouterr().out
+
+
+def test_stylegan2_pickles_stay_stylegan2(stylegan2_fixtures: Path):
+    """An NVlabs StyleGAN2 pickle (same Generator class name) is not taken for a StyleGAN3, and load_stylegan3
+    names the foreign module."""
+    from trainables.generators.kinds import detect_kind
+
+    sg2 = stylegan2_fixtures / "nvlabs_tiny32.pkl"
+    assert not is_stylegan3_file(sg2) and detect_kind(sg2) == "stylegan2"
+    assert detect_kind(FIX / "t16.pkl") == "stylegan3"
+    with pytest.raises(CheckpointError, match=r"nvlabs_tiny32.pkl.*SynthesisBlock.*only StyleGAN3 modules"):
+        load_stylegan3(sg2)
