@@ -89,3 +89,13 @@ def test_resume_is_bitwise_identical(tiny_models, sg3_path, tmp_path):
     a, b = load_stylegan3(full.generator_path).state_dict(), load_stylegan3(resumed.generator_path).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _changed(sg3_path, resumed.generator_path)
+
+
+def test_pocket_build_is_deterministic_and_leaves_the_global_rng(sg3_path):
+    state = torch.random.get_rng_state()
+    a = build_pocket_stylegan3(seed=0, img_resolution=16).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = load_stylegan3(sg3_path).state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    mags = [v.item() for k, v in a.items() if k.endswith("magnitude_ema")]
+    assert all(0 < m < 100 for m in mags) and len(set(mags)) > 1   # measured input energies, not the init 1.0
