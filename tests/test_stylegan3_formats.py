@@ -130,3 +130,16 @@ def test_stylegan2_pickles_stay_stylegan2(stylegan2_fixtures: Path):
     assert detect_kind(FIX / "t16.pkl") == "stylegan3"
     with pytest.raises(CheckpointError, match=r"nvlabs_tiny32.pkl.*SynthesisBlock.*only StyleGAN3 modules"):
         load_stylegan3(sg2)
+
+
+def test_official_layouts_are_inferred_from_shapes():
+    """stylegan3-t-ffhq-1024 and stylegan3-r-afhqv2-512 state dicts (meta tensors: shapes only) give back their
+    configuration, so a bare G_ema state dict of a published model loads without its pickle. Parameter counts:
+    NVlabs' own Generator with the same arguments (commit c233a91, counted by hand on the CPU)."""
+    from trainables.generators.stylegan3 import StyleGAN3, afhqv2_r_512, ffhq_t_1024
+
+    for cfg, n_params in ((ffhq_t_1024(), 22_313_167), (afhqv2_r_512(), 16_665_594)):
+        with torch.device("meta"):
+            g = StyleGAN3(cfg)
+        assert infer_stylegan3_config(g.state_dict()) == cfg and g.num_ws == 16
+        assert sum(p.numel() for p in g.parameters()) == n_params

@@ -114,7 +114,9 @@ def infer_stylegan3_config(sd: Mapping[str, torch.Tensor], path: str | Path | No
     radial = any(k.endswith("down_filter") and sd[k].ndim == 2 for k in sd)
     cmax = max(c for _, _, c in layers)
     names = {f"L{i}_{s}_{c}" for i, s, c in layers}
-    for base in sorted({32768, 65536, *(c * res // 2 * 2 for _, _, c in layers[:-1]), *(c * res for _, _, c in layers)}):
+    # channels = rint(min(channel_base / (2 f_c), channel_max)); at the critical layers f_c = res / 2, so a layer
+    # below the maximum there has channel_base ~ channels * res. NVlabs' T / R bases are tried first.
+    for base in [32768, 65536] + sorted({c * res for _, _, c in layers[:-1]}):
         try:
             cfg = StyleGAN3Config(z_dim=z_dim, w_dim=w_dim, img_resolution=res, channel_base=base, channel_max=cmax,
                                   num_layers=n, conv_kernel=kernel, use_radial_filters=radial, mapping_layers=len(fc))
