@@ -12,7 +12,8 @@ from trainables.generators.stylegan3 import StyleGAN3Config, afhqv2_r_512, ffhq_
 
 def analytic_forward_flops(cfg: StyleGAN3Config) -> int:
     """One image: Fourier features, per layer the affine, the modulated conv ('full' padding), the separable
-    up filter after zero insertion + padding, the strided down filter (separable or radial 2-D). 2 FLOPs / MAC."""
+    up filter (zero insertion folded into a transposed conv per axis), the strided down filter (separable or
+    radial 2-D). 2 FLOPs / MAC."""
     fourier, specs = cfg.layer_specs()
     s0, c0 = fourier["size"], fourier["channels"]
     total = 2 * s0 * s0 * 2 * c0 + 2 * s0 * s0 * c0 * c0 + 2 * cfg.w_dim * 4
@@ -21,11 +22,12 @@ def analytic_forward_flops(cfg: StyleGAN3Config) -> int:
         total += 2 * cfg.w_dim * i
         h = s.in_size + k - 1
         total += 2 * i * o * k * k * h * h
-        h = h * s.up_factor + sum(s.padding)
-        if s.up_taps > 1:
-            w1 = h - s.up_taps + 1
-            total += 2 * s.up_taps * o * h * w1 + 2 * s.up_taps * o * w1 * w1
+        if s.up_taps > 1:  # transposed conv per axis: every input sample meets every tap (W pass, then H pass)
+            w1 = h * s.up_factor + sum(s.padding) - s.up_taps + 1
+            total += 2 * s.up_taps * o * h * h + 2 * s.up_taps * o * h * w1
             h = w1
+        else:
+            h = h * s.up_factor + sum(s.padding)
         if s.down_taps > 1:
             w1 = (h - s.down_taps) // s.down_factor + 1
             total += (2 * s.down_taps ** 2 * o * w1 * w1 if s.down_radial

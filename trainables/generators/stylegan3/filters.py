@@ -68,12 +68,28 @@ def _fir(x: torch.Tensor, f: torch.Tensor | None, gain: float, stride: int) -> t
     return F.conv2d(x, k.reshape(1, 1, *k.shape).expand(c, 1, *k.shape), groups=c, stride=stride)
 
 
+def _up_axis(x: torch.Tensor, k: torch.Tensor, up: int, lo: int, hi: int, dim: int) -> torch.Tensor:
+    """One axis of F_u * pad(U_up(x)) as a transposed convolution (no zeros are stored or multiplied).
+
+    conv_transpose scatters x[i] k[t] to out[i up + t] (full length (L-1) up + T); the zero-inserted, padded,
+    convolved signal is that output shifted by T-1-lo and cut (or zero-extended) to L up + lo + hi - T + 1."""
+    c, taps, length = x.shape[1], k.numel(), x.shape[dim]
+    shape, stride = ((1, 1, taps, 1), (up, 1)) if dim == 2 else ((1, 1, 1, taps), (1, up))
+    y = F.conv_transpose2d(x, k.reshape(shape).expand(c, *shape[1:]), stride=stride, groups=c)
+    start, want = taps - 1 - lo, length * up + lo + hi - taps + 1
+    cut = [-start, want - (y.shape[dim] - start)]  # negative pads crop
+    return F.pad(y, cut if dim == 3 else [0, 0, *cut])
+
+
 def upsample_filter(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: tuple[int, int]) -> torch.Tensor:
     """F_u * pad(U_up(x)): zero insertion, padding (low, high) on both axes, filter with DC gain up^2."""
+    lo, hi = padding
+    if f is not None and f.ndim == 1 and up > 1:  # separable: W then H, gain up per axis
+        k = f.to(x.dtype) * up
+        return _up_axis(_up_axis(x, k, up, lo, hi, dim=3), k, up, lo, hi, dim=2)
     n, c, h, w = x.shape
     if up > 1:
         x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
-    lo, hi = padding
     x = F.pad(x, [lo, hi, lo, hi])  # negative values crop
     return _fir(x, f, float(up * up), 1)
 
