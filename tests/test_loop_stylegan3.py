@@ -99,3 +99,17 @@ def test_pocket_build_is_deterministic_and_leaves_the_global_rng(sg3_path):
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     mags = [v.item() for k, v in a.items() if k.endswith("magnitude_ema")]
     assert all(0 < m < 100 for m in mags) and len(set(mags)) > 1   # measured input energies, not the init 1.0
+
+
+@pytest.mark.parametrize("variant", ["nfsd", "csd", "delta", "dds"])
+def test_every_score_variant_with_the_regularizers_trains_a_stylegan3(tiny_models, sg3_path, tmp_path, variant):
+    """The variants and the directional / reconstruction regularizers only see renders: on a StyleGAN3 they run
+    and move the Fusion set (LPIPS needs torchvision's ImageNet weights, which tests do not download)."""
+    cfg = _cfg(tiny_models, sg3_path, tmp_path / variant, guidance__variant=variant, train__iterations=1,
+               train__sample_every=0, optim__lr=0.01, reg__directional__weight=0.5,
+               reg__reconstruction__weight=1.0)
+    result = adapt(cfg, progress=False)
+    assert result.steps == 1 and all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
+    fusion = generator_kind("stylegan3").trainable_names(load_stylegan3(sg3_path), "fusion", True)
+    changed = _changed(sg3_path, result.generator_path)
+    assert changed and changed <= fusion
