@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train the stand-in models")
-    b.add_argument("--only", nargs="+", help="stages: judge vae pool unet clip stylegan2 eg3d")
+    b.add_argument("--only", nargs="+", help="stages: judge vae pool unet clip stylegan2 eg3d stylegan3")
     b.add_argument("--serial", action="store_true", help="one process, stages in order")
     c = sub.add_parser("check", help="measure the quality bars")
     c.add_argument("--only", nargs="+", help="parts: judge clip vae sd stylegan2")

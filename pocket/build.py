@@ -5,6 +5,7 @@ Stages and their dependencies (independent chains run as parallel processes, one
     vae -> pool -> unet           (pocket-SD)
     clip
     eg3d                          (random-weight pocket EG3D: the 3D path's plumbing, no training)
+    stylegan3                     (random-weight pocket StyleGAN3 T at 32 px: the SG3 path's plumbing, no training)
 Each stage is also runnable alone: `python -m pocket build --only unet`.
 """
 from __future__ import annotations
@@ -15,12 +16,14 @@ import time
 from pathlib import Path
 
 from trainables.generators.eg3d import build_pocket_eg3d, save_eg3d
+from trainables.generators.stylegan3 import build_pocket_stylegan3, save_stylegan3
 
 from .common import STYLEGAN_PATH, log
 
-STAGES = ["judge", "vae", "pool", "unet", "clip", "stylegan2", "eg3d"]
-CHAINS = [["judge", "stylegan2"], ["vae", "pool", "unet"], ["clip", "eg3d"]]
+STAGES = ["judge", "vae", "pool", "unet", "clip", "stylegan2", "eg3d", "stylegan3"]
+CHAINS = [["judge", "stylegan2"], ["vae", "pool", "unet"], ["clip", "eg3d", "stylegan3"]]
 POCKET_EG3D = Path(__file__).resolve().parent / "models" / "eg3d" / "pocket-eg3d.pt"
+POCKET_SG3 = Path(__file__).resolve().parent / "models" / "stylegan3" / "pocket-stylegan3-t-32.pt"
 
 
 def run_stage(name: str) -> None:
@@ -50,6 +53,10 @@ def run_stage(name: str) -> None:
         POCKET_EG3D.parent.mkdir(parents=True, exist_ok=True)
         save_eg3d(build_pocket_eg3d(seed=0), POCKET_EG3D)
         log("eg3d", f"saved {POCKET_EG3D}")
+    elif name == "stylegan3":
+        POCKET_SG3.parent.mkdir(parents=True, exist_ok=True)
+        save_stylegan3(build_pocket_stylegan3(seed=0), POCKET_SG3)
+        log("stylegan3", f"saved {POCKET_SG3}")
     else:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 

@@ -62,7 +62,7 @@ def test_module_path_needs_no_registration(tiny_models, tmp_path):
 
 
 def test_builtins_are_lookups(tiny_models, tmp_path):
-    assert GUIDANCE.names() == ("fusion", "nada") and GENERATOR_KINDS.names() == ("stylegan2", "eg3d")
+    assert GUIDANCE.names() == ("fusion", "nada") and GENERATOR_KINDS.names() == ("stylegan2", "eg3d", "stylegan3")
     assert GUIDANCE.load("fusion") is FusionGuidance and GUIDANCE.load("nada") is NadaGuidance
     nada = validate_config(tiny_adapt_dict(tiny_models, tmp_path, method="nada"))
     assert isinstance(build_guidance(nada), NadaGuidance)
@@ -71,8 +71,8 @@ def test_builtins_are_lookups(tiny_models, tmp_path):
 def test_unknown_names_are_refused_with_the_choices(tiny_models, tmp_path):
     with pytest.raises(ConfigError, match=r"method.*'fusion' or 'nada'"):
         validate_config(tiny_adapt_dict(tiny_models, tmp_path, method="dreamfusion"))
-    with pytest.raises(ConfigError, match=r"generator.kind.*'stylegan2' or 'eg3d'"):
-        validate_config(tiny_adapt_dict(tiny_models, tmp_path, generator__kind="stylegan3"))
+    with pytest.raises(ConfigError, match=r"generator.kind.*'stylegan2' or 'eg3d' or 'stylegan3'"):
+        validate_config(tiny_adapt_dict(tiny_models, tmp_path, generator__kind="stylegan-xl"))
     with pytest.raises(UnknownComponentError, match="cannot import"):
         Registry("x", "thing").load("no_such_module_here:Thing")
     with pytest.raises(ValueError, match="package.module:Name"):

@@ -92,6 +92,8 @@ GENERATOR_KINDS = Registry("generator.kind", "generator kind")
 GENERATOR_KINDS.add("stylegan2", "trainables.generators.stylegan2_kind:StyleGAN2Kind",
                     "trainables.generators.stylegan2_info:StyleGAN2Info")
 GENERATOR_KINDS.add("eg3d", "trainables.generators.eg3d.kind:EG3DKind", "trainables.generators.eg3d.info:EG3DInfo")
+GENERATOR_KINDS.add("stylegan3", "trainables.generators.stylegan3.kind:StyleGAN3Kind",
+                    "trainables.generators.stylegan3.info:StyleGAN3Info")
 
 # The frozen diffusion-model layouts the Fusion critic loads `guidance.model` as: each torch-free declaration's
 # `recognises(root)` is asked in this order (trainables/frozen/layouts.py); SD 1.x/2.x last, as the fallback.

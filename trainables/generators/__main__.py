@@ -4,6 +4,9 @@
     info    --checkpoint CKPT [--json]
     convert --checkpoint CKPT --out OUT.pt [--to rosinality|nvlabs]
                                                 (any supported format -> rosinality .pt, or NVlabs G_ema state dict)
+
+StyleGAN3 checkpoints (NVlabs pickle, state dict, save_stylegan3 file) are recognised by content; they convert
+`--to nvlabs` only (`{"G_ema", "init_kwargs"}`: StyleGAN3 has no rosinality layout).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from PIL import Image
 
 from trainables.generators.formats import CheckpointError, load_generator, read_torch_file, save_nvlabs_state_dict, save_rosinality
 from trainables.generators.stylegan2 import StyleGAN2, without_conv_clamp
+from trainables.generators.stylegan3.formats import is_stylegan3_file, load_stylegan3, save_stylegan3
+from trainables.generators.stylegan3.networks import StyleGAN3
 
 
 class CliError(Exception):
@@ -54,9 +59,14 @@ def image_grid(images: torch.Tensor) -> torch.Tensor:
     return grid.permute(1, 2, 0).contiguous()
 
 
+def _load(path: str):
+    """A StyleGAN3 when the file holds one, else a StyleGAN2 (whose loader names any problem)."""
+    return load_stylegan3(path) if is_stylegan3_file(path) else load_generator(path)
+
+
 def _render(args: argparse.Namespace) -> int:
-    g = load_generator(args.checkpoint)
-    z = _load_z(Path(args.z), g.cfg.style_dim)
+    g = _load(args.checkpoint)
+    z = _load_z(Path(args.z), g.cfg.z_dim if isinstance(g, StyleGAN3) else g.cfg.style_dim)
     device = torch.device(args.device)
     g = g.to(device)
     out = Path(args.out)
@@ -65,7 +75,10 @@ def _render(args: argparse.Namespace) -> int:
     chunks = []
     with torch.no_grad():
         for zb in z.split(args.batch_size):
-            chunks.append(g(zb.to(device), truncation=args.truncation, noise_mode="const").float().cpu())
+            if isinstance(g, StyleGAN3):
+                chunks.append(g(zb.to(device), args.truncation).float().cpu())
+            else:
+                chunks.append(g(zb.to(device), truncation=args.truncation, noise_mode="const").float().cpu())
     images = torch.cat(chunks)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".pt":
@@ -76,7 +89,13 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(g: StyleGAN2) -> dict:
+def describe(g: StyleGAN2 | StyleGAN3) -> dict:
+    if isinstance(g, StyleGAN3):
+        return {"format": getattr(g, "source_format", "unknown"), "kind": "stylegan3",
+                "config": "stylegan3-" + g.cfg.config_kind, "resolution": g.cfg.img_resolution,
+                "z_dim": g.cfg.z_dim, "w_dim": g.cfg.w_dim, "num_ws": g.num_ws,
+                "channel_base": g.cfg.channel_base, "channel_max": g.cfg.channel_max,
+                "parameters": sum(p.numel() for p in g.parameters())}
     return {
         "format": getattr(g, "source_format", "unknown"),
         "resolution": g.cfg.size,
@@ -92,7 +111,7 @@ def describe(g: StyleGAN2) -> dict:
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = describe(load_generator(args.checkpoint))
+    info = describe(_load(args.checkpoint))
     if args.json:
         print(json.dumps(info, indent=1))
     else:
@@ -109,7 +128,16 @@ WRITERS = {
 
 
 def _convert(args: argparse.Namespace) -> int:
-    g = load_generator(args.checkpoint)
+    g = _load(args.checkpoint)
+    if isinstance(g, StyleGAN3):
+        if args.to != "nvlabs":
+            raise CliError(f"{args.checkpoint}: a StyleGAN3 has no rosinality layout; convert it with --to nvlabs")
+        if args.conv_clamp != "keep":
+            raise CliError(f"{args.checkpoint}: --conv-clamp applies to StyleGAN2 only (a StyleGAN3 keeps its clamp)")
+        path = save_stylegan3(g, args.out)
+        print(f"wrote {path} (NVlabs StyleGAN3 format: {{'G_ema': state dict, 'init_kwargs'}}; "
+              f"from {getattr(g, 'source_format', '?')})")
+        return 0
     if args.conv_clamp == "none":
         g = without_conv_clamp(g)
     save, what = WRITERS[args.to]
