@@ -8,6 +8,7 @@
     python -m pocket summary [--experiment pocket-table]   the pocket table condensed (short/long, per prompt)
     python -m pocket figures [--experiment pocket-table] [--seed 0] [--out DIR]   one comparison PNG per prompt
     python -m pocket search-report [--search EXP ...] [--fixed EXP]   CLIP-tuned settings vs ground truth
+    python -m pocket lora [--look L] [--phrase P] [--images N] [--out DIR]   personalised critic: a LoRA on pocket-SD
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import json
 from pathlib import Path
 
 from trainables.config_io import parse_override
+
+# `python -m pocket lora`'s options: fields of pocket/lora.py's LoraTrainConfig (unset: its defaults)
+LORA_OPTIONS = {"look": str, "phrase": str, "images": int, "steps": int, "lr": float, "rank": int, "seed": int,
+                "out": Path}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
                                                     "pocket-search-long-triangle"], help="search experiments")
     sr.add_argument("--fixed", default="pocket-table-v2", help="the experiment with the fixed settings ('' = none)")
     sr.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
+    lo = sub.add_parser("lora", help="train a DreamBooth-style LoRA on pocket-SD binding a look to a new phrase")
+    for name, kind in LORA_OPTIONS.items():
+        lo.add_argument(f"--{name}", type=kind, default=None, help="default: pocket/lora.py LoraTrainConfig")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -114,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         from .search_report import report  # late: a subcommand loads only its own stack (torch ~2 s)
 
         print(report(args.search, args.fixed or None, args.tracking_uri))
+    elif args.cmd == "lora":
+        from .lora import LoraTrainConfig, train_lora  # late: a subcommand loads only its own stack (diffusers ~5 s)
+
+        given = {k: v for k, v in vars(args).items() if k in LORA_OPTIONS and v is not None}
+        print(train_lora(LoraTrainConfig(**given)))
     elif args.cmd == "prompts":
         from .world import CATALOGUE  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 
