@@ -82,8 +82,9 @@ def config(loras: list[dict]) -> AdaptConfig:
         guidance=dict(model=str(SD), text_encoder=None, image_size=32, cfg_scale=7.5, lora=loras)))
 
 
-def pipeline_eps(lora: Path | None, scale: float, z_t: torch.Tensor, t: int, cfg_scale: float):
-    """diffusers' own path: pipeline + load_lora_weights + set_adapters; CFG eps and the prompt embedding."""
+def pipeline_eps(lora: Path | None, scale, z_t: torch.Tensor, t: int, cfg_scale: float):
+    """diffusers' own path: pipeline + load_lora_weights + set_adapters(scale: a float or {component: weight});
+    CFG eps and the prompt embedding."""
     pipe = StableDiffusionPipeline.from_pretrained(SD, safety_checker=None, requires_safety_checker=False)
     if lora is not None:
         pipe.load_lora_weights(str(lora), adapter_name="ref")
@@ -119,6 +120,20 @@ def test_lora_critic_predicts_what_the_diffusers_pipeline_predicts(lora_file, sc
 
 
 @pytest.mark.numeric
+def test_components_unet_only_matches_the_pipelines_per_component_weights(lora_file):
+    z_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    ours, our_cond = critic_eps(config([{"path": str(lora_file), "scale": 0.8, "components": ["unet"]}]), z_t, 250)
+    ref, ref_cond = pipeline_eps(lora_file, {"unet": 0.8, "text_encoder": 0.0}, z_t, 250, 7.5)
+    _, base_cond = pipeline_eps(None, 1.0, z_t, 250, 7.5)
+    both, _ = pipeline_eps(lora_file, 0.8, z_t, 250, 7.5)
+    bound = REL_TOL * ref.abs().max().item()
+    assert (ours - ref).abs().max().item() <= bound
+    assert (our_cond - base_cond).abs().max().item() <= REL_TOL * base_cond.abs().max().item()   # text untouched
+    assert (ref_cond - base_cond).abs().max().item() <= REL_TOL * base_cond.abs().max().item()
+    assert (both - ref).abs().max().item() > 100 * bound      # the text encoder's layers would have mattered
+
+
+@pytest.mark.numeric
 def test_scale_zero_is_the_base_critic(lora_file):
     z_t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     ours, _ = critic_eps(config([{"path": str(lora_file), "scale": 0.0}]), z_t, 200)
@@ -131,6 +146,8 @@ def test_hash_logged_and_cache_keyed_by_content_and_scale(lora_file, tmp_path):
     digest = hashlib.sha256(lora_file.read_bytes()).hexdigest()
     assert Fusion.run_params(cfg) == {"guidance.lora.0.sha256": digest}
     assert Fusion.models_label(cfg) == f"{SD} + lora lora.safetensors x0.8"
+    unet_only = config([{"path": str(lora_file), "scale": 0.8, "components": ["unet"]}])
+    assert Fusion.models_label(unet_only) == f"{SD} + lora lora.safetensors x0.8 (unet)"
     model_cache.enable(4)
     try:
         first = FusionGuidance(cfg.guidance, cfg.reg, "cpu").model
@@ -138,7 +155,8 @@ def test_hash_logged_and_cache_keyed_by_content_and_scale(lora_file, tmp_path):
         other_scale = config([{"path": str(lora_file), "scale": 0.4}])
         assert FusionGuidance(other_scale.guidance, other_scale.reg, "cpu").model is not first
         assert FusionGuidance(config([]).guidance, cfg.reg, "cpu").model is not first   # base critic: a miss
-        assert model_cache.stats().misses == 3 and model_cache.stats().hits == 1
+        assert FusionGuidance(unet_only.guidance, cfg.reg, "cpu").model is not first     # other components: a miss
+        assert model_cache.stats().misses == 4 and model_cache.stats().hits == 1
     finally:
         model_cache.disable()
 

@@ -73,9 +73,9 @@ class FrozenDiffusion:
     @classmethod
     def from_ref(cls, model: str, text_encoder: str | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype | str = torch.float32, image_size: int = 512, fast: bool = False,
-                 compile: bool = False, lora: Sequence[tuple[str, float]] = ()) -> "FrozenDiffusion":
+                 compile: bool = False, lora: Sequence[tuple] = ()) -> "FrozenDiffusion":
         """Load from a diffusers directory or hub id; `text_encoder` = separate text encoder/tokenizer ref;
-        `lora` = (file, scale) adapters fused into the UNet / text encoder (trainables/frozen/lora.py)."""
+        `lora` = (file, scale[, components]) adapters fused into the UNet / text encoder (trainables/frozen/lora.py)."""
         # late: diffusers/transformers take ~5 s to import; importing trainables.guidance (every run) need not pay it
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -87,7 +87,7 @@ class FrozenDiffusion:
         subs = ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if own_text else ())
         root = resolve_diffusers_ref(model, subfolders=subs)
         te_dir = root / "text_encoder" if own_text else resolve_diffusers_ref(text_encoder, subfolders=("",))
-        check_loras([path for path, _ in lora], root / "unet", te_dir)   # before any base weight loads
+        check_loras([entry[0] for entry in lora], root / "unet", te_dir)   # before any base weight loads
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype)
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype)
         if own_text:

@@ -1,6 +1,6 @@
 """LoRA adapters on the frozen critic (`guidance.lora`), loaded by diffusers' own LoRA loader (peft).
 
-    apply_loras(unet, text_encoder, [("style.safetensors", 0.8), ...])
+    apply_loras(unet, text_encoder, [("style.safetensors", 0.8), ("face.safetensors", 1.0, ("unet",))])
 
 Each file goes through `StableDiffusionLoraLoaderMixin.load_lora_weights` (the code a diffusers
 `StableDiffusionPipeline` runs: key conversion, the file's adapter config, UNet and text encoder), one adapter
@@ -31,16 +31,19 @@ class _LoraHost(StableDiffusionLoraLoaderMixin):
         return {"unet": self.unet, "text_encoder": self.text_encoder}
 
 
-def apply_loras(unet: torch.nn.Module, text_encoder: torch.nn.Module | None,
-                loras: Sequence[tuple[str, float]]) -> None:
-    """Load every (path, scale) with diffusers' loader, weight them with `set_adapters`, fuse, drop the layers."""
+def apply_loras(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, loras: Sequence[tuple]) -> None:
+    """Load every (path, scale[, components]) with diffusers' loader, weight them with `set_adapters` (a component
+    left out gets weight 0: its layers of that file are not applied), fuse, drop the layers."""
     if not loras:
         return
     host = _LoraHost(unet, text_encoder)
     names = [f"guidance_lora_{i}" for i in range(len(loras))]
-    for name, (path, _) in zip(names, loras):
+    weights = []
+    for name, (path, scale, *rest) in zip(names, loras):
         host.load_lora_weights(str(path), adapter_name=name)
-    host.set_adapters(names, adapter_weights=[float(scale) for _, scale in loras])
+        on = set(rest[0]) if rest else {"unet", "text_encoder"}
+        weights.append({c: float(scale) if c in on else 0.0 for c in ("unet", "text_encoder")})
+    host.set_adapters(names, adapter_weights=weights)
     loaded = host.get_list_adapters()                 # {"unet": [...], "text_encoder": [...]}: who got layers
     components = [c for c in ("unet", "text_encoder") if loaded.get(c)]
     host.fuse_lora(components=components, lora_scale=1.0, adapter_names=names)

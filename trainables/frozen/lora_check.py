@@ -56,10 +56,11 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def lora_key(loras: Sequence[tuple[str | Path, float]]) -> tuple[tuple[str, float], ...]:
-    """(sha256, scale) of each adapter in order: what the frozen-model cache keys a LoRA'd critic by."""
-    return tuple((sha256_file(path) if Path(path).is_file() else f"missing:{path}", float(scale))
-                 for path, scale in loras)
+def lora_key(loras: Sequence[tuple]) -> tuple[tuple, ...]:
+    """(sha256, scale, components...) of each adapter in order: what the frozen-model cache keys a LoRA'd critic
+    by; each entry is (path, scale) or (path, scale, components)."""
+    return tuple((sha256_file(path) if Path(path).is_file() else f"missing:{path}", float(scale), *rest)
+                 for path, scale, *rest in loras)
 
 
 def base_shapes(folder: str | Path) -> dict[str, list[int]]:

@@ -150,7 +150,7 @@ class FusionGuidance:
         self.dtype = dtype
         load = dict(device=self.device, dtype=dtype, image_size=guidance_cfg.image_size,
                     fast=self.engine == "fast", compile=compile)
-        lora = tuple((spec.path, spec.scale) for spec in guidance_cfg.lora)
+        lora = tuple((spec.path, spec.scale, tuple(spec.components)) for spec in guidance_cfg.lora)
         self.model = model if model is not None else model_cache.cached(    # off unless a sweep trial
             "diffusion", lambda: FrozenDiffusion.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load,
                                                           lora=lora),

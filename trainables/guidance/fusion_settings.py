@@ -25,6 +25,9 @@ class LoraSpec(StrictModel):
 
     path: str                                                 # .safetensors (UNet and/or text encoder layers)
     scale: float = Field(1.0, allow_inf_nan=False)            # W + scale * (alpha / r) B A (diffusers' set_adapters)
+    # the networks whose layers of the file are applied (set_adapters' per-component weights; the others get 0)
+    components: list[Literal["unet", "text_encoder"]] = Field(default_factory=lambda: ["unet", "text_encoder"],
+                                                              min_length=1)
 
     @field_validator("path")
     @classmethod
@@ -137,7 +140,8 @@ class Fusion:
     @staticmethod
     def models_label(cfg) -> str:
         """Its frozen models in one line (the trial's `guidance_model` tag)."""
-        loras = "".join(f" + lora {Path(s.path).name} x{s.scale:g}" for s in cfg.guidance.lora)
+        loras = "".join(f" + lora {Path(s.path).name} x{s.scale:g}"
+                        + ("" if len(s.components) == 2 else f" ({', '.join(s.components)})") for s in cfg.guidance.lora)
         return cfg.guidance.model + loras
 
     @staticmethod
