@@ -167,7 +167,9 @@ def metric_vs_axes(df: pd.DataFrame, metrics: list[str], axes: list[str]) -> str
     for i, metric in enumerate(metrics):
         for j, axis in enumerate(axes):
             ax = axs[i, j]
-            values = df[f"param/{axis}"].astype(str)
+            # a param only some trials log (guidance.lora.0.sha256) is NaN on the others: pandas 3's astype(str)
+            # keeps NaN, a float, which no tick label takes; shown as "-"
+            values = df[f"param/{axis}"].fillna("-").astype(str)
             cats = sorted(values.unique(), key=_natural)
             pos = {c: k for k, c in enumerate(cats)}
             for method in methods:

@@ -8,6 +8,8 @@
     python -m pocket summary [--experiment pocket-table]   the pocket table condensed (short/long, per prompt)
     python -m pocket figures [--experiment pocket-table] [--seed 0] [--out DIR]   one comparison PNG per prompt
     python -m pocket search-report [--search EXP ...] [--fixed EXP]   CLIP-tuned settings vs ground truth
+    python -m pocket lora [--look L] [--phrase P] [--images N] [--out DIR]   personalised critic: a LoRA on pocket-SD
+    python -m pocket lora-report [--experiment pocket-lora]   that experiment's table (LoRA + phrase vs words)
 """
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ import json
 from pathlib import Path
 
 from trainables.config_io import parse_override
+
+# `python -m pocket lora`'s options: fields of pocket/lora.py's LoraTrainConfig (unset: its defaults)
+LORA_OPTIONS = {"look": str, "phrase": str, "images": int, "steps": int, "lr": float, "rank": int, "seed": int,
+                "out": Path}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,6 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     sr.add_argument("--fixed", default="pocket-table-v2", help="the experiment with the fixed settings ('' = none)")
     sr.add_argument("--clip-only", nargs="*", default=[], help="CLIP-only searches to compare picks with, by prompt")
     sr.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
+    lo = sub.add_parser("lora", help="train a DreamBooth-style LoRA on pocket-SD binding a look to a new phrase")
+    for name, kind in LORA_OPTIONS.items():
+        lo.add_argument(f"--{name}", type=kind, default=None, help="default: pocket/lora.py LoraTrainConfig")
+    lr_ = sub.add_parser("lora-report", help="the pocket LoRA experiment's table (sweeps/pocket/lora.yaml)")
+    lr_.add_argument("--experiment", default="pocket-lora")
+    lr_.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow store")
+    lr_.add_argument("--parent", default=None, help="sweep run id (default: the newest sweep of the experiment)")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -122,6 +135,15 @@ def main(argv: list[str] | None = None) -> None:
         from .search_report import report  # late: a subcommand loads only its own stack (torch ~2 s)
 
         print(report(args.search, args.fixed or None, args.tracking_uri, args.clip_only))
+    elif args.cmd == "lora":
+        from .lora import LoraTrainConfig, train_lora  # late: a subcommand loads only its own stack (diffusers ~5 s)
+
+        given = {k: v for k, v in vars(args).items() if k in LORA_OPTIONS and v is not None}
+        print(train_lora(LoraTrainConfig(**given)))
+    elif args.cmd == "lora-report":
+        from .lora_report import report  # late: a subcommand loads only its own stack (mlflow ~2 s)
+
+        print(report(args.experiment, args.tracking_uri, args.parent))
     elif args.cmd == "prompts":
         from .world import CATALOGUE  # late: a subcommand loads only its own stack (torch ~2 s, diffusers ~5 s)
 

@@ -47,7 +47,8 @@ REGULARIZERS = {"directional": "dir", "reconstruction": "recon", "lpips": "lpips
 # any other `reg.<name>.weight` param (a regularizer added later) follows them under its own name
 NAMED = {"method", "guidance.variant", "layers.k"}   # in the label by name (with every reg.<name>.weight)
 PER_TRIAL = {"prompt", "seed", "name", "output_dir", "sweep.trial_index"}   # select a figure/row or name a trial
-PER_TRIAL_PREFIXES = ("eval.",)                # evaluation settings: one per sweep, not a configuration axis
+PER_TRIAL_PREFIXES = ("eval.",                 # evaluation settings: one per sweep, not a configuration axis
+                      "guidance.lora.")         # a LoRA file's sha256: follows the file guidance.lora names
 SAME_LATENTS = ("generator.checkpoint", "generator.kind", "train.sample_seed", "train.sample_count",
                 "train.sample_truncation")     # rows on one figure must agree on these (the grid latents)
 GAP, MARGIN, ROW_GAP, BLOCK_GAP = 2, 6, 6, 10  # pixels: cells, figure edge, rows, index.png's column blocks

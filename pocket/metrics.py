@@ -38,11 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import field_validator
 
 from evaluation.fid import ReferenceStats, fid_from_features
 from evaluation.context import EvalContext
 from evaluation.metrics import Metric, MetricKey, NoSettings
 from evaluation.sampling import compute_environment, list_images, load_images
+from trainables.settings import StrictModel
 
 from . import refs
 from . import world as W
@@ -263,7 +265,40 @@ class GroundTruthFid(Metric):
         return {"pocket/fid_gt": judge_fid(feats, target), "pocket/fid_source": judge_fid(feats, source)}
 
 
+class LookSettings(StrictModel):
+    look: str          # the look, in pocket words (pocket/prompts.py), e.g. what a LoRA's phrase is bound to
+
+    @field_validator("look")
+    @classmethod
+    def _renderable(cls, v: str) -> str:
+        check_pocket_prompts([v])
+        return v
+
+
+class LookAccuracy(Metric):
+    """Judge accuracy of a fixed look (`evaluation.look_accuracy.look`) whatever the run's prompt: a LoRA critic's
+    new phrase ("sks shape") names no attribute the judge reads, so both arms of the pocket LoRA experiment are
+    scored against the same look (docs/pocket.md, "Personalised critic"); preservation of the attributes the
+    look does not state, and the judge-feature FID to the look's ground truth."""
+
+    name = "look_accuracy"
+    Settings = LookSettings
+    keys = (_key("look_accuracy", "max"), _key("look_preservation", "max"), _key("look_fid_gt", "min"),
+            *(_key(f"look_acc_{attr}", "max", detail=True) for attr in HEADS))
+
+    def compute(self, ctx: EvalContext, settings: LookSettings) -> dict[str, float]:
+        new = folder_predictions(ctx.samples_dir)
+        acc = accuracy_of(new, settings.look)
+        keep = preservation_of(folder_predictions(ctx.source_samples_dir()), new, settings.look)
+        fid = judge_fid(folder_features(ctx.samples_dir), reference_features(refs.reference_dir(settings.look)))
+        out = {"pocket/look_accuracy": acc.pop("pocket/prompt_accuracy"), "pocket/look_preservation":
+               keep["pocket/preservation"], "pocket/look_fid_gt": fid}
+        out.update({k.replace("pocket/acc_", "pocket/look_acc_"): v for k, v in acc.items()})
+        return out
+
+
 # the paths sweeps name (`pocket.metrics:prompt_accuracy`, ...; their `eval.extra_metrics` param is unchanged)
 prompt_accuracy = PromptAccuracy()
 attribute_preservation = AttributePreservation()
 ground_truth_fid = GroundTruthFid()
+look_accuracy = LookAccuracy()

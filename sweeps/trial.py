@@ -150,6 +150,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         params = flatten(cfg)
         params.pop("output_dir", None)
         params["sweep.trial_index"] = index
+        run_params = getattr(GUIDANCE.declaration(cfg.method), "run_params", None)   # e.g. LoRA files' sha256
+        params.update(run_params(cfg) if run_params is not None else {})
         tracker.log_params(params)
         tracker.log_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml", "config")
         tracker.log_text(cfg.prompt, "prompt.txt", "config")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from trainables.config import AdaptConfig
 from trainables.errors import ModelNotFoundError
-from trainables.frozen.layouts import resolve_model_ref
-from trainables.frozen.refs import resolve_text_encoder_ref
+from trainables.frozen.layouts import is_sdxl_folder, resolve_model_ref
+from trainables.frozen.lora_check import lora_problems
+from trainables.frozen.refs import resolve_diffusers_ref, resolve_text_encoder_ref
 from trainables.registry import GUIDANCE
 from trainables.resources import (MEMORY_CEILING_BYTES, NADA_CLIP_SIDE, batch_floor_bytes, batch_problem,  # noqa: F401
                         resource_problems, train_side)
@@ -72,12 +73,30 @@ def model_problems(cfg: AdaptConfig) -> list[str]:
     return problems
 
 
+def check_lora_ref(path: str, model: str, text_encoder: str | None) -> None:
+    """Raise ValueError naming every reason the LoRA file cannot be loaded onto this critic (headers only)."""
+    try:
+        root = resolve_diffusers_ref(model, allow_download=False)
+        te_dir = root / "text_encoder" if text_encoder is None else resolve_text_encoder_ref(text_encoder,
+                                                                                             allow_download=False)
+    except ModelNotFoundError:     # guidance.model / text_encoder report that themselves: check the file alone
+        problems = lora_problems(path, None, None)[:1] if not Path(path).is_file() else []
+    else:
+        problems = lora_problems(path, root / "unet", te_dir)
+        if is_sdxl_folder(root):
+            problems.insert(0, f"{model} is an SDXL model: LoRA adapters are supported on SD 1.x/2.x critics "
+                               f"(SDXL adapter loading is not tested yet); remove guidance.lora")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 # how each reference type a method declares (its `model_refs`) is checked here, never downloading
 _RESOLVERS = {
     "diffusers": lambda ref: resolve_model_ref(ref, allow_download=False),    # its layout's subfolders (SDXL)
     "text_encoder": lambda ref: resolve_text_encoder_ref(ref, allow_download=False),
     "lpips": lambda net: check_lpips_ref(net),
     "open_clip": lambda ref: resolve_open_clip_ref(*ref),
+    "lora": lambda ref: check_lora_ref(*ref),
 }
 
 

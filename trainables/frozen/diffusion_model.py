@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from trainables.devices import DTYPES  # noqa: F401  (re-exported: guidance and cost import it from here)
+from trainables.frozen.lora_check import check_loras
 from trainables.frozen.refs import resolve_diffusers_ref
 from trainables.frozen.tokenizer import check_tokenizer
 
@@ -73,7 +75,8 @@ class FrozenDiffusion:
     def from_settings(cls, guidance_cfg, **load) -> "FrozenDiffusion":
         """Load from the guidance settings (guidance.model, guidance.text_encoder; another layout
         (trainables/frozen/layouts.py) reads its own as well)."""
-        return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load)
+        lora = tuple((spec.path, spec.scale, tuple(spec.components)) for spec in guidance_cfg.lora)
+        return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder, **load, lora=lora)
 
     @staticmethod
     def vae_dtype_for(vae_config, dtype: torch.dtype) -> torch.dtype:
@@ -83,16 +86,21 @@ class FrozenDiffusion:
     @classmethod
     def from_ref(cls, model: str, text_encoder: str | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype | str = torch.float32, image_size: int = 512, fast: bool = False,
-                 compile: bool = False) -> "FrozenDiffusion":
-        """Load from a diffusers directory or hub id; `text_encoder` = separate text encoder/tokenizer ref."""
+                 compile: bool = False, lora: Sequence[tuple] = ()) -> "FrozenDiffusion":
+        """Load from a diffusers directory or hub id; `text_encoder` = separate text encoder/tokenizer ref;
+        `lora` = (file, scale[, components]) adapters fused into the UNet / text encoder (trainables/frozen/lora.py)."""
         # late: diffusers/transformers take ~5 s to import; importing trainables.guidance (every run) need not pay it
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
+
+        from trainables.frozen.lora import apply_loras  # late: diffusers' LoRA loader (see above)
 
         dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         own_text = text_encoder is None
         subs = ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if own_text else ())
         root = resolve_diffusers_ref(model, subfolders=subs)
+        te_dir = root / "text_encoder" if own_text else resolve_diffusers_ref(text_encoder, subfolders=("",))
+        check_loras([entry[0] for entry in lora], root / "unet", te_dir)   # before any base weight loads
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype)
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype)
         if own_text:
@@ -105,6 +113,7 @@ class FrozenDiffusion:
         text = CLIPTextModel.from_pretrained(te_root, torch_dtype=dtype, **te_kw)
         tokenizer = CLIPTokenizer.from_pretrained(te_root, **tok_kw)
         check_tokenizer(tokenizer, f"{text_encoder or model} ({te_root})")
+        apply_loras(unet, text, lora)
         alphas, pred = cls._read_schedule(Path(root))
         return cls(vae, unet, text, tokenizer, alphas, pred, device=device, dtype=dtype,
                    image_size=image_size, fast=fast, compile=compile)

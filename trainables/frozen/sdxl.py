@@ -88,6 +88,10 @@ class FrozenSDXL(FrozenDiffusion):
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_settings(cls, guidance_cfg, **load) -> "FrozenSDXL":
+        if guidance_cfg.lora:
+            raise ValueError(f"guidance.lora: LoRA adapters are supported on SD 1.x/2.x critics; {guidance_cfg.model} "
+                             f"is an SDXL model, for which adapter loading is not tested yet: remove guidance.lora "
+                             f"or use an SD 1.x/2.x critic")
         image_size = load.get("image_size", guidance_cfg.image_size)
         return cls.from_ref(guidance_cfg.model, guidance_cfg.text_encoder,
                             time_ids=guidance_cfg.sdxl.time_ids(image_size), **load)

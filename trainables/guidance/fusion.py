@@ -34,6 +34,7 @@ from trainables.devices import DTYPES
 from trainables.registry import SCORE_VARIANTS
 from trainables.frozen.diffusion_model import FrozenDiffusion
 from trainables.frozen.layouts import load_frozen_diffusion
+from trainables.frozen.lora_check import lora_key
 from trainables.guidance.lpips_reg import LpipsRegularizer
 from trainables.guidance.variants.base import FROZEN, PROMPT_ORDER, TARGET, TRAIN, UNCOND, Predictions, Row, guided, rescale_noise
 
@@ -150,10 +151,11 @@ class FusionGuidance:
         self.dtype = dtype
         load = dict(device=self.device, dtype=dtype, image_size=guidance_cfg.image_size,
                     fast=self.engine == "fast", compile=compile)
+        lora = tuple((spec.path, spec.scale, tuple(spec.components)) for spec in guidance_cfg.lora)
         self.model = model if model is not None else model_cache.cached(    # off unless a sweep trial
             "diffusion", lambda: load_frozen_diffusion(guidance_cfg, **load),
             refs=(guidance_cfg.model, guidance_cfg.text_encoder),
-            sdxl_time_ids=guidance_cfg.sdxl.time_ids(guidance_cfg.image_size), **load)
+            sdxl_time_ids=guidance_cfg.sdxl.time_ids(guidance_cfg.image_size), **load, lora=lora_key(lora))
         if self.engine == "reference" and self.model.dtype != torch.float32:
             raise ValueError("the reference engine runs in fp32; pass an fp32 FrozenDiffusion")
         self.variant = SCORE_VARIANTS.load(guidance_cfg.variant)(guidance_cfg)

@@ -6,10 +6,12 @@ and composed here from the registry, so a new variant adds its fields without an
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, create_model, model_validator
+from pydantic import AfterValidator, Field, create_model, field_validator, model_validator
 
+from trainables.frozen.lora_check import sha256_file
 from trainables.components import ComponentHost, builtin_settings_fields
 from trainables.guidance.sdxl_settings import SdxlConditioning
 from trainables.registry import SCORE_VARIANTS, Registry
@@ -17,6 +19,24 @@ from trainables.settings import StrictModel
 
 Precision = Literal["fp32", "bf16", "fp16"]
 VariantName = Annotated[str, AfterValidator(SCORE_VARIANTS.check)]          # a registered score variant
+
+
+class LoraSpec(StrictModel):
+    """One LoRA adapter on the critic (trainables/frozen/lora.py): a file diffusers' save_lora_weights wrote."""
+
+    path: str                                                 # .safetensors (UNet and/or text encoder layers)
+    scale: float = Field(1.0, allow_inf_nan=False)            # W + scale * (alpha / r) B A (diffusers' set_adapters)
+    # the networks whose layers of the file are applied (set_adapters' per-component weights; the others get 0)
+    components: list[Literal["unet", "text_encoder"]] = Field(default_factory=lambda: ["unet", "text_encoder"],
+                                                              min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _safetensors(cls, v: str) -> str:
+        if not v.endswith(".safetensors"):
+            raise ValueError(f"{v!r} is not a .safetensors file: LoRA adapters are read with safetensors only "
+                             f"(save them with diffusers' save_lora_weights, safe_serialization=True)")
+        return v
 
 
 class _DiffusionGuidanceFields(ComponentHost):
@@ -35,6 +55,9 @@ class _DiffusionGuidanceFields(ComponentHost):
     image_size: int = Field(512, ge=8)                        # generator output resized (bilinear) to this
     grad_scale: float = Field(1.0, gt=0)                      # multiplies every injected gradient (EG3D: 0.01)
     precision: Precision = "fp32"                             # frozen VAE/UNet/text encoder precision
+    # LoRA adapters fused into the critic's UNet / text encoder at load (diffusers' load_lora_weights), in order;
+    # each file is checked against guidance.model before any weight loads (trainables/frozen/lora_check.py)
+    lora: list[LoraSpec] = Field(default_factory=list)
     engine: Literal["reference", "fast"] = "fast"             # same quantities; see docs/engine.md
     compile: bool = False                                     # torch.compile the UNet (fast engine; GPU runs)
     sdxl: SdxlConditioning = Field(default_factory=SdxlConditioning)  # SDXL critics' add_time_ids (sdxl_settings.py)
@@ -110,6 +133,8 @@ class Fusion:
         refs: list[tuple[str, str, object]] = [("guidance.model", "diffusers", cfg.guidance.model)]
         if cfg.guidance.text_encoder:
             refs.append(("guidance.text_encoder", "text_encoder", cfg.guidance.text_encoder))
+        for i, spec in enumerate(cfg.guidance.lora):
+            refs.append((f"guidance.lora[{i}]", "lora", (spec.path, cfg.guidance.model, cfg.guidance.text_encoder)))
         if cfg.reg.lpips.weight > 0:
             refs.append(("reg.lpips", "lpips", cfg.reg.lpips.net))
         return refs
@@ -117,4 +142,12 @@ class Fusion:
     @staticmethod
     def models_label(cfg) -> str:
         """Its frozen models in one line (the trial's `guidance_model` tag)."""
-        return cfg.guidance.model
+        loras = "".join(f" + lora {Path(s.path).name} x{s.scale:g}"
+                        + ("" if len(s.components) == 2 else f" ({', '.join(s.components)})") for s in cfg.guidance.lora)
+        return cfg.guidance.model + loras
+
+    @staticmethod
+    def run_params(cfg) -> dict[str, str]:
+        """Run parameters beyond the config's own fields: each LoRA file's sha256 (what the run's critic was)."""
+        return {f"guidance.lora.{i}.sha256": sha256_file(s.path) for i, s in enumerate(cfg.guidance.lora)
+                if Path(s.path).is_file()}
