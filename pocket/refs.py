@@ -5,7 +5,10 @@ seed gives the same source samples for every prompt, so reference sets are paire
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +45,19 @@ def reference_dir(prompt: str | None, n: int = REF_COUNT, seed: int = REF_SEED, 
     p = None if prompt is None else resolve(prompt)
     name = slug(None) if p is None else slug(p.text) if p in W.CATALOGUE else "attrs_" + spec_slug(p.spec)
     out = Path(root or CACHE / "refs") / f"{name}_n{n}_s{seed}"
-    done = out / ".complete"
-    if not done.exists():
-        save_folder(W.reference_images(p, n, seed), out)
-        done.write_text(p.text if p else "source")
+    if not (out / ".complete").exists():
+        # one writer (a file lock), into a temporary folder renamed into place: concurrent trials never read a
+        # PNG another process is still writing (a partial file failed a metric once)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / ".complete").exists():
+                tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_folder(W.reference_images(p, n, seed), tmp)
+                (tmp / ".complete").write_text(p.text if p else "source")
+                shutil.rmtree(out, ignore_errors=True)     # a partial folder an interrupted writer left
+                tmp.rename(out)
     return out
 
 
