@@ -15,6 +15,8 @@ from trainables.generators import StyleGAN2, StyleGAN2Config, load_generator, sa
 
 from conftest import REPO
 
+pytestmark = pytest.mark.numeric   # float64 references: `make test-numeric` reruns them on other BLAS paths
+
 
 # ---- float64 references, written out ----------------------------------------------------------------
 def bilinear_f64(x: np.ndarray, out: int) -> np.ndarray:
