@@ -20,6 +20,7 @@ GPU) is not reused.
 from __future__ import annotations
 
 import fcntl
+import logging
 import hashlib
 import json
 import os
@@ -37,6 +38,8 @@ from tqdm.auto import tqdm
 from trainables.devices import resolve_device  # noqa: F401  (re-exported for evaluation.fid, runner, diversity)
 from trainables.generators.kinds import kind_of, load_any
 from trainables.protocols import GeneratorKind, RecenterableKind, missing_members
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SOURCE_SAMPLES_DIR = "source_samples"   # under EvalConfig.cache_dir: the shared source-generator samples
@@ -136,19 +139,21 @@ CENTERS = ("mean_latent", "checkpoint")
 
 
 @torch.no_grad()
-def recenter_truncation(kind: GeneratorKind, g, center: str, samples: int, seed: int) -> None:
+def recenter_truncation(kind: GeneratorKind, g, center: str, samples: int, seed: int) -> str:
     """Set the truncation centre of a freshly loaded generator: "mean_latent" = the mean of `samples` mapped
     z ~ N(0, I) drawn from torch.Generator("cpu").manual_seed(seed) (the authors' `mean_latent(4096)`, unseeded
-    there); "checkpoint" = keep the checkpoint's stored average (w_avg / latent_avg)."""
+    there); "checkpoint" = keep the checkpoint's stored average (w_avg / latent_avg). Returns the centre used: a
+    kind that does not declare `RecenterableKind` (one of one's own, say) keeps its own centre, and says so."""
     if center not in CENTERS:
         raise ValueError(f"truncation_center must be one of {CENTERS}, got {center!r}")
     if center == "mean_latent":
         missing = missing_members(kind, RecenterableKind)
         if missing:
-            raise ValueError(f"evaluation.truncation_center: mean_latent needs generator kind {kind.name!r} to "
-                             f"declare {', '.join(missing)} (trainables.protocols.RecenterableKind); set "
-                             f"truncation_center: checkpoint to truncate around its own centre")
+            log.warning("generator kind %r declares no %s (trainables.protocols.RecenterableKind): evaluated around "
+                        "its own truncation centre, not a fresh mean latent", kind.name, ", ".join(missing))
+            return f"checkpoint (kind {kind.name} declares no mean_latent)"
         kind.set_truncation_center(g, kind.mean_latent(g, samples, torch.Generator("cpu").manual_seed(seed)))
+    return center
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -300,8 +305,9 @@ def sample_checkpoint(
             return have
     if g is None:
         kind, g = _load_generator(checkpoint, kind_name)
+    used = "none"
     if truncation != 1:   # psi = 1 renders w itself: no centre is read
-        recenter_truncation(kind, g, truncation_center, center_samples, center_seed)
+        used = recenter_truncation(kind, g, truncation_center, center_samples, center_seed)
     z = load_or_create_latents(latents_path, num_samples, int(kind.z_dim(g)), latents_seed)
     extra = {
         "checkpoint": str(checkpoint),
@@ -311,6 +317,8 @@ def sample_checkpoint(
         "latents_seed": latents_seed,
         "requested_resolution": image_size,
         "truncation_center": _center_label(truncation_center, center_samples, center_seed, truncation),
+        "truncation_center_used": used if used != "mean_latent" else _center_label(
+            truncation_center, center_samples, center_seed, truncation),
     }
     return sample_to_folder(
         g, z, out, truncation=truncation, batch_size=batch_size, image_size=image_size,

@@ -106,7 +106,8 @@ def check_resume_config(state: dict[str, Any], config: BaseModel, where: Path, f
         return
     if record.get("sha256") == config_hash(config):
         return
-    changes = config_changes(yaml.safe_load(record["yaml"]) or {}, config.model_dump())
+    # JSON types on both sides: a tuple field (guidance.sdxl.*) reads back from the YAML as a list
+    changes = config_changes(yaml.safe_load(record["yaml"]) or {}, config.model_dump(mode="json"))
     if force:
         log.warning("%s: resuming under a changed config (forced): %s", where, "; ".join(changes))
         return
