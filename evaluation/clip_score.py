@@ -59,23 +59,30 @@ def score_from_cosines(cos: torch.Tensor) -> ClipScore:
 
 
 @torch.no_grad()
-def clip_cosines(paths: list[Path], prompt: str, loaded, batch_size: int = 32) -> torch.Tensor:
-    """cos(E_img(eval_transform(PNG)), E_txt(prompt)) per image, float32 [N], CPU."""
+def image_embeddings(paths: list[Path], loaded, batch_size: int = 32) -> torch.Tensor:
+    """E_img(eval_transform(PNG)) per image, unnormalised, float32 [N, D], CPU (the CLIP score and preservation)."""
     dev = next(loaded.model.parameters()).device
     dtype = next(loaded.model.parameters()).dtype
     transform = loaded.eval_transform()
-    text = loaded.model.encode_text(loaded.tokenizer([prompt]).to(dev)).float()
-    text = text / text.norm(dim=-1, keepdim=True)
     out = []
     for start in range(0, len(paths), batch_size):
         batch = []
         for p in paths[start : start + batch_size]:
             with Image.open(p) as im:
                 batch.append(transform(im.convert("RGB")))
-        emb = loaded.model.encode_image(torch.stack(batch).to(dev, dtype)).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        out.append((emb @ text.T).squeeze(-1).cpu())
+        out.append(loaded.model.encode_image(torch.stack(batch).to(dev, dtype)).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def clip_cosines(paths: list[Path], prompt: str, loaded, batch_size: int = 32) -> torch.Tensor:
+    """cos(E_img(eval_transform(PNG)), E_txt(prompt)) per image, float32 [N], CPU."""
+    dev = next(loaded.model.parameters()).device
+    text = loaded.model.encode_text(loaded.tokenizer([prompt]).to(dev)).float().cpu()
+    text = text / text.norm(dim=-1, keepdim=True)
+    emb = image_embeddings(paths, loaded, batch_size)
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    return (emb @ text.T).squeeze(-1)
 
 
 def clip_score_folder_stats(folder: str | Path, prompt: str, name: str = "ViT-B-32", pretrained: str = "openai",

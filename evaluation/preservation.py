@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .clip_score import load_clip
+from .clip_score import image_embeddings, load_clip
 from .diversity import build_lpips
 from .sampling import MANIFEST, list_images, load_images, resolve_device
 
@@ -51,29 +50,13 @@ def lpips_preservation(src: list[Path], ada: list[Path], cfg, batch: int = 32) -
     return float(torch.cat(out).mean())
 
 
-@torch.no_grad()
-def clip_image_embeddings(paths: list[Path], loaded, batch_size: int = 32) -> torch.Tensor:
-    """Unit CLIP image embeddings (the model's own eval transform on the PNGs), float64 [N, D], CPU."""
-    dev = next(loaded.model.parameters()).device
-    dtype = next(loaded.model.parameters()).dtype
-    transform = loaded.eval_transform()
-    out = []
-    for start in range(0, len(paths), batch_size):
-        batch = []
-        for p in paths[start : start + batch_size]:
-            with Image.open(p) as im:
-                batch.append(transform(im.convert("RGB")))
-        emb = loaded.model.encode_image(torch.stack(batch).to(dev, dtype)).double().cpu()
-        out.append(emb / emb.norm(dim=-1, keepdim=True))
-    return torch.cat(out)
-
-
 def clip_preservation(src: list[Path], ada: list[Path], cfg) -> float:
     """mean over CLIP models (clip.models) of mean_i cos(E(src_i), E(adapted_i))."""
     per_model = []
     for spec in cfg.clip.models:
         loaded = load_clip(spec.name, spec.pretrained, resolve_device(cfg.device), cfg.clip.precision, spec.quick_gelu)
-        a, b = clip_image_embeddings(src, loaded, cfg.batch_size), clip_image_embeddings(ada, loaded, cfg.batch_size)
+        a, b = (image_embeddings(paths, loaded, cfg.batch_size).double() for paths in (src, ada))
+        a, b = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
         per_model.append(float((a * b).sum(-1).mean()))
     return float(np.mean(per_model))
 
