@@ -16,6 +16,7 @@ of them.
     views.py        the saved view 'results at a glance' of a sweep's chart view (measured on MLflow 3.17's UI)
     browser.py      headless Chromium over the DevTools protocol (the UI and report checks, README screenshots)
     server.py       LocalMlflowServer: the lean loopback server (SQLite, one worker; or any store, N workers)
+    fast_store.py   the servers' metric writes in bulk (MLflow's SQL store, same rows; an mlflow.tracking_store entry point)
     __main__.py     python -m tracking replay | ui | postgres
 
 MLflow itself loads on first use (about 1 s), not on import.

@@ -21,8 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .fast_store import FAST_METRICS_ENV
+
 # the lean server: no job execution (MLflow 3 would start a job runner and task consumers, ~2 GB), no telemetry
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+# metrics written in bulk (tracking/fast_store.py); a caller's environment may set it to 0 (MLflow's own writes)
+FAST_ENV = {FAST_METRICS_ENV: "1"}
 # MLflow's connection pool, the cause of the wedge under concurrent trials (issue 19). The server runs each
 # request on one of anyio's 40 threads (per worker), and `log_batch` holds one pooled connection (its outer
 # session, which has read the run) while `_log_params` / `_log_metrics` / `_log_model_metrics` each check out a
@@ -93,8 +97,9 @@ class LocalMlflowServer:
         return self.backend_uri.startswith("sqlite:")
 
     def env(self) -> dict[str, str]:
-        """The server's environment: SERVER_ENV, and POOL_ENV unless the caller's environment sets the pool."""
-        extra = POOL_ENV if self.tune_pool else {}
+        """The server's environment: SERVER_ENV, and POOL_ENV and FAST_ENV unless the caller's environment sets
+        them."""
+        extra = {**(POOL_ENV if self.tune_pool else {}), **FAST_ENV}
         env = dict(os.environ, **SERVER_ENV, **{k: v for k, v in extra.items() if k not in os.environ})
         if not self.is_sqlite:
             env["MLFLOW_BACKEND_STORE_URI"] = self.backend_uri
