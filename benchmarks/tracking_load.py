@@ -31,6 +31,8 @@ def markdown_row(r: dict) -> str:
             "burst": f"burst {r['burst_steps']} steps every {r['burst_every']:g} s x {r['duration']:g} s",
             "backlog": f"backlog {r['steps']} steps"}[r["mode"]]
     store = "SQLite, 1 worker" if r["store"] == "sqlite" else f"PostgreSQL, {r['workers']} workers"
+    if r.get("http", "uvicorn") != "uvicorn":
+        store += f" ({r['http']})"
     cpu = f"{r['server_cpu_s']}" + (f" + {r['db_cpu_s']} db" if r.get("db_cpu_s") else "")
     return (f"| {store} | {r['trials']} ({r['procs']}) | {what} | {r['logged']} | {r['delivered']} | {r['lost']} | "
             f"{r['duplicates']} | {r['grids_delivered']}/{r['grids_logged']} | {r['points_per_s']} | "

@@ -147,3 +147,32 @@ def test_the_local_server_serves_the_store_its_environment_names(tmp_path, monke
         srv.stop()
     log = srv.log_path.read_text(errors="replace")
     assert ("bulk metric writes" in log) == (fast == "1"), log[-2000:]
+
+
+def test_an_unknown_http_server_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="uvicorn, gunicorn"):
+        LocalMlflowServer(tmp_path, http="hypercorn")
+
+
+@pytest.mark.slow
+def test_the_gunicorn_server_takes_the_spools_writes_whole(tmp_path):
+    """The write-heavy setup of docs/benchmarks.md (gunicorn in front of the Flask app, bulk metric writes) at 8
+    trials: every point, grid and run arrives once, and the UI's page is served."""
+    from tracking.loadtest import LoadConfig, run_load
+
+    row = run_load(LoadConfig(store="sqlite", http="gunicorn", trials=8, procs=2, mode="burst", duration=10,
+                              burst_every=5, burst_steps=50, grid_every=25, eval_every=50, drain_timeout=300,
+                              store_dir=str(tmp_path / "store")))
+    assert row["processes_reported"] == 2 and row["all_closed"], row
+    assert row["logged"] == 8 * 100 * 4 + 8 * 2 * 8 and row["delivered"] == row["logged"], row
+    assert row["lost"] == 0 and row["duplicates"] == 0 and row["rejected"] == 0, row
+    assert row["grids_delivered"] == row["grids_logged"] == 8 * 4 and row["runs_unfinished"] == 0, row
+    import urllib.request
+
+    srv = LocalMlflowServer(tmp_path / "ui", http="gunicorn").start(timeout=240)
+    try:
+        with urllib.request.urlopen(srv.url + "/", timeout=30) as resp:
+            assert resp.status == 200 and b"<html" in resp.read(2000).lower()
+    finally:
+        srv.stop()
+    assert "gunicorn" in srv.log_path.read_text(errors="replace").lower()

@@ -55,18 +55,45 @@ def _bulk_class(base: type) -> type:
 
 
 class BulkMetricsMixin:
-    """Overrides `_log_metrics_once` of MLflow's SqlAlchemyStore (see the module docstring)."""
+    """Overrides `log_batch` and `_log_metrics_once` of MLflow's SqlAlchemyStore (see the module docstring)."""
+
+    def log_batch(self, run_id, metrics, params, tags):
+        """A batch of metrics alone (what a spool sends while a trial runs) in one session: MLflow's log_batch
+        opens one to check the run and another in `_log_metrics`, which checks it again (on SQLite each
+        session also sets three PRAGMAs). The same validations, in MLflow's order; anything else is MLflow's."""
+        if params or tags or not metrics or any(getattr(m, "model_id", None) for m in metrics):
+            return super().log_batch(run_id, metrics, params, tags)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+        from mlflow.utils.validation import (_validate_batch_log_data, _validate_batch_log_limits,
+                                             _validate_run_id)
+
+        _validate_run_id(run_id)
+        metrics, params, tags = _validate_batch_log_data(metrics, params, tags)   # validates every metric
+        _validate_batch_log_limits(metrics, params, tags)
+        try:
+            self._run_with_deadlock_retry(self._insert_metrics, run_id, metrics)  # checks the run is active
+        except MlflowException:
+            raise
+        except Exception as e:
+            raise MlflowException(e, INTERNAL_ERROR)
 
     def _log_metrics_once(self, run_id, metrics):
-        import sqlalchemy
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
         from mlflow.utils.validation import _validate_metric
 
-        rows, seen = [], set()
         single = len(metrics) == 1
         for idx, metric in enumerate(metrics):
             _validate_metric(metric.key, metric.value, metric.timestamp, metric.step,
                              path="" if single else f"metrics[{idx}]")
+        self._insert_metrics(run_id, metrics)
+
+    def _insert_metrics(self, run_id, metrics):
+        """Validated metrics of one run, in bulk (MLflow's own method when some are stored already)."""
+        import sqlalchemy
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+
+        rows, seen = [], set()
+        for metric in metrics:
             if metric in seen:
                 continue
             seen.add(metric)

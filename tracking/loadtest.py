@@ -51,6 +51,7 @@ class LoadConfig(BaseModel):
 
     store: Literal["sqlite", "postgres"] = "sqlite"
     workers: int = Field(1, ge=1, le=32, description="mlflow server workers (SQLite: keep 1)")
+    http: Literal["uvicorn", "gunicorn"] = Field("uvicorn", description="the server's HTTP server (tracking.server)")
     trials: int = Field(8, ge=1, le=4096)
     procs: int = Field(0, ge=0, le=64, description="worker processes hosting the trials (0: min(trials, 8))")
     mode: Literal["steady", "burst", "backlog"] = "steady"
@@ -222,9 +223,10 @@ def run_load(cfg: LoadConfig) -> dict:
         if cfg.store == "postgres":
             pg = LocalPostgres(root / "postgres", max_connections=POOL_CONNECTIONS * cfg.workers + 50)
             pg.start()
-            server = LocalMlflowServer(root / "server", backend_uri=pg.uri, workers=cfg.workers).start(timeout=180)
+            server = LocalMlflowServer(root / "server", backend_uri=pg.uri, workers=cfg.workers,
+                                       http=cfg.http).start(timeout=180)
         else:
-            server = LocalMlflowServer(root / "server", workers=cfg.workers).start(timeout=180)
+            server = LocalMlflowServer(root / "server", workers=cfg.workers, http=cfg.http).start(timeout=180)
         cpu0 = _tree_cpu(server.proc.pid)
         pg_pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0]) if pg is not None else None
         db0 = _tree_cpu(pg_pid) if pg_pid else 0.0

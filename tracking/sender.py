@@ -22,7 +22,10 @@ congestion collapse. The policy here:
   created again (tracking.spool).
 - **Larger batches under load**: a spool waits `flush_interval` between drains, stretched to `latency_factor`
   times its last request's latency (capped at `max_flush_interval_s`): a slow server gets fewer, larger batches
-  (up to MLflow's 1,000 points per `log_batch`) instead of more requests.
+  (up to MLflow's 1,000 points per `log_batch`) instead of more requests. The latency counts from before the
+  request waits for one of the process's slots: a saturated server shows first as the process's own queue (many
+  trials, a few slots), and a request's cost on the server is mostly per request (about 13 ms for 80 points, 27
+  ms for 400, docs/benchmarks.md), so larger batches are what lets it keep up.
 
 MLflow's `log_batch` takes ONE run id: there is no request that carries several runs, so the trials of one
 process cannot share a batch; the gate bounds their requests instead.

@@ -86,7 +86,7 @@ class RunTracker:
         self.spool_id: str = saved.get("spool_id") or uuid.uuid4().hex
         self._create_attempted = bool(saved.get("create_attempted"))
         self.gate = gate_for(tracking_uri)     # the process-wide sending policy (tracking.sender)
-        self._latency = 0.0                    # the slowest request of the last drain, seconds
+        self._latency = 0.0                    # the slowest request of the last drain (queued + sent), seconds
         self._backlog_reported = False         # above backlog_warn_bytes at the last report
         self._lock = threading.Lock()          # appends to the spool
         self._drain_lock = threading.Lock()    # one drain at a time, per tracker (trackers never wait on each other)
@@ -441,8 +441,8 @@ class RunTracker:
 
     def _send(self, run_id: str, op: dict[str, Any]) -> None:
         """One op, through the process's gate (bounded requests in flight; congestion pauses every spool)."""
+        tic = time.monotonic()       # from before the slot: the process's own queue is part of the server's answer
         with self.gate.slot(self._stop):
-            tic = time.monotonic()
             try:
                 self._send_now(run_id, op)
             except Exception as exc:
