@@ -71,9 +71,12 @@ def sweep_cost(trials: list[AdaptConfig], gpu_type: str = "H100", jobs: int | No
     return out
 
 
+WHOLE_ENV = "SGF_COST_WHOLE"   # =1: trace two whole steps per configuration (the composed trace's reference)
+
+
 def _estimate(cfg: AdaptConfig, gpus: tuple[str, ...]) -> CostReport:
     from trainables.cost.model import estimate  # late: torch, diffusers, open_clip (~6 s); only on a cache miss
-    return estimate(cfg, gpus=gpus)
+    return estimate(cfg, gpus=gpus, compose=os.environ.get(WHOLE_ENV) != "1")
 
 
 def _trace(missing: dict[str, tuple[AdaptConfig, tuple[str, ...]]], jobs: int | None) -> dict[str, CostReport]:

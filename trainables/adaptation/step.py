@@ -127,8 +127,15 @@ class Trainer:
         return StepResult(metrics=metrics, t=t, chosen=chosen)
 
     def _select_layers(self, t: int) -> list[int]:
+        """Rank the W+ entries (`rank_layers`), then train the chosen entries' layers."""
+        chosen = self.rank_layers(t)
+        set_trainable(self.g_train, self.kind.layer_names(self.g_train, chosen, self.cfg.optim.freeze_bias))
+        return chosen
+
+    def rank_layers(self, t: int) -> list[int]:
         """The authors' determine_opt_layers: a fresh z batch, its own noise, SDS alone (Fusion) or the global
-        CLIP loss (NADA) at this step's t; only W+ moves, so no generator gradients are needed."""
+        CLIP loss (NADA) at this step's t; only W+ moves, so no generator gradients are needed. Its work
+        depends neither on layers.k nor on the regularizers (the cost model traces it once for such configs)."""
         cfg = self.cfg
         kind: LayerSelectableKind = self.kind      # layers.k > 0 is refused for kinds without layer_selection
         set_trainable(self.g_train, set())
@@ -145,5 +152,4 @@ class Trainer:
             selection_backward=lambda x: self.guide.selection_backward(x, x_sel_frozen, t=t, rng=self.rng),
             k=cfg.layers.k, iterations=cfg.layers.iterations, lr=cfg.layers.lr, choose=self.choose,
         )
-        set_trainable(self.g_train, kind.layer_names(self.g_train, chosen, cfg.optim.freeze_bias))
         return chosen

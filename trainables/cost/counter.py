@@ -110,6 +110,17 @@ class _Stamp(TorchFunctionMode):
         return out
 
 
+class Segment:
+    """A recorded stretch of counted work (CostCounter.segment / replay)."""
+
+    flops: dict[str, int]
+    ops: list[tuple[int, int, bool]]
+    peak_rise: int = 0
+    peak_at: str = ""
+    reusable: bool = False
+    n_wplus: int = 0          # the layer-selection pass's W+ entries (the cost model's replay picks the first k)
+
+
 class CostCounter(TorchDispatchMode):
     """Use as `with counter.counting(): step()`; read `flops`, `peak_bytes`, `roofline_s(gpu, precision)`."""
 
@@ -149,6 +160,40 @@ class CostCounter(TorchDispatchMode):
         """Count these (parameters, buffers, inputs made before counting) as live from the start."""
         for t in tensors:
             self._track(t)
+
+    def hold_since_start(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Count these as live since the start of the counted region, though they were made just now (the
+        optimiser state a previous step would have left): the peak so far rises by their bytes, as every live
+        sample before now would have."""
+        before = self._live_bytes
+        self.hold(tensors)
+        if self.peak_bytes:
+            self.peak_bytes += self._live_bytes - before
+
+    @contextmanager
+    def segment(self) -> Iterator["Segment"]:
+        """Record what the enclosed work counts, to `replay` it where the same work would run again: its FLOPs
+        and ops, and its peak above the live bytes at its start. `Segment.reusable` is False when the work
+        left live bytes behind or freed some it did not make (then its peak is not a function of its own work)."""
+        flops, n_ops, live = dict(self.flops), len(self.ops), self._live_bytes
+        outer_peak, outer_at = self.peak_bytes, self.peak_at
+        self.peak_bytes, self.peak_at = live, "start"
+        seg = Segment()
+        yield seg
+        seg.flops = {k: v - flops.get(k, 0) for k, v in self.flops.items() if v != flops.get(k, 0)}
+        seg.ops = self.ops[n_ops:]
+        seg.peak_rise, seg.peak_at = self.peak_bytes - live, self.peak_at
+        seg.reusable = self._live_bytes == live
+        if outer_peak >= self.peak_bytes:
+            self.peak_bytes, self.peak_at = outer_peak, outer_at
+
+    def replay(self, seg: "Segment") -> None:
+        """Count a recorded segment's work again, at the live bytes of now."""
+        for k, v in seg.flops.items():
+            self.flops[k] += v
+        self.ops.extend(seg.ops)
+        if seg.peak_rise > 0 and self._live_bytes + seg.peak_rise > self.peak_bytes:
+            self.peak_bytes, self.peak_at = self._live_bytes + seg.peak_rise, seg.peak_at
 
     @contextmanager
     def counting(self) -> Iterator["CostCounter"]:

@@ -16,10 +16,14 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
   parameters refuse); their activations are fake like everything else.
 - the LPIPS regularizer is charged as its VGG16 feature stack on both images (LPIPS' own linear heads are
   negligible); the text encoder runs once per run and is not counted.
-- the step counted is the SECOND one (Adam's state exists, as in every step after the first).
+- the step counted is the SECOND one (Adam's state exists, as in every step after the first); it is traced
+  once, with the first step's optimiser state made uncounted at its optimiser step, and a layer-selection pass
+  traced once per process for every configuration that differs only in layers.k or its regularizers
+  (`estimate(compose=False)` traces both steps whole: the same numbers, tests/test_cost_compose.py).
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from contextlib import contextmanager
@@ -33,6 +37,7 @@ import torchvision
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import snapshot_download
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from trainables.components import settings_key
 from trainables.config import AdaptConfig
@@ -46,7 +51,8 @@ from trainables.guidance.nada import NadaGuidance, clip_dtype
 from trainables.adaptation.step import Trainer
 from trainables.protocols import Guidance
 from trainables.registry import GUIDANCE
-from trainables.cost.counter import CostCounter
+from trainables.cost.cache import cost_config
+from trainables.cost.counter import CostCounter, Segment
 from trainables.cost.report import CostReport
 from trainables.cost.gpus import GPUS, gpu
 
@@ -222,8 +228,84 @@ def _module_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
     return [t for m in modules for t in list(m.parameters()) + list(m.buffers())]
 
 
-def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T) -> CostReport:
-    """Trace two steps of `cfg` under fake tensors; report the second (see the module docstring)."""
+def _state_tensors(obj, depth: int = 3, seen: set[int] | None = None) -> list[torch.Tensor]:
+    """Tensors an object keeps outside its modules (a critic's prompt embeddings, its noise schedule): live for
+    the whole run, so counted from the start rather than when a step first reads them."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth < 0 or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, torch.nn.Module):
+        return []                                   # parameters and buffers: _module_tensors
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    else:
+        items = list(getattr(obj, "__dict__", {}).values())
+    return [t for item in items for t in _state_tensors(item, depth - 1, seen)]
+
+
+# the layer-selection passes traced in this process, by selection_key: configurations that differ only in
+# layers.k or in their regularizers run the same selection work (Trainer.rank_layers), traced once
+_SELECTIONS: dict[str, Segment] = {}
+
+
+def selection_key(cfg: AdaptConfig) -> str:
+    """What the layer-selection pass's work depends on: the cost configuration without layers.k and reg."""
+    data = cost_config(cfg)
+    data["layers"].pop("k", None)
+    data.pop("reg", None)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _compose_selection(trainer: Trainer, counter: CostCounter, key: str) -> None:
+    """Trainer.rank_layers traced once per selection_key and replayed after (CostCounter.segment)."""
+    rank, sizes = trainer.rank_layers, {}
+    choose = trainer.choose
+    trainer.choose = lambda movement, k: (sizes.setdefault("n", movement.numel()), choose(movement, k))[1]
+
+    def composed(t: int) -> list[int]:
+        seg = _SELECTIONS.get(key)
+        if seg is not None:
+            counter.replay(seg)
+            return list(range(min(trainer.cfg.layers.k, seg.n_wplus)))
+        with counter.segment() as seg:
+            chosen = rank(t)
+        if seg.reusable:
+            seg.n_wplus = sizes["n"]
+            _SELECTIONS[key] = seg
+        return chosen
+
+    trainer.rank_layers = composed
+
+
+def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
+    """The counted step's optimiser step first takes, uncounted, the step a previous iteration would have taken
+    (it creates the optimiser's state for the parameters that have gradients), and that state is counted as
+    live since the start of the step: what the second of two traced steps counts, traced once."""
+    optimizer = trainer.optimizer
+    step = optimizer.step
+
+    def primed(*args, **kwargs):
+        with _pop_mode_temporarily():            # the counter (the innermost dispatch mode) off
+            step()
+        counter.hold_since_start(t for state in optimizer.state.values() for t in state.values()
+                                 if isinstance(t, torch.Tensor))
+        optimizer.step = step
+        return step(*args, **kwargs)
+
+    optimizer.step = primed
+
+
+def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T,
+             compose: bool = True) -> CostReport:
+    """The cost of `cfg`'s second step under fake tensors (see the module docstring). compose=True traces ONE
+    step with the optimiser state primed and the layer-selection pass shared (`_prime_optimizer`,
+    `_compose_selection`); compose=False traces two whole steps and counts the second: the same numbers
+    (tests/test_cost_compose.py), about twice the time."""
     notes: list[str] = []
     traced = cfg.model_copy(update={
         "train": cfg.train.model_copy(update={"noise_mode": "const"}),
@@ -244,8 +326,14 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
         trainer.optimizer.register_step_post_hook(lambda *_: counter.labels.stack.pop() and None)
         weights = _module_tensors(*counter.modules)         # every labelled model's parameters and buffers
         counter.hold(weights)
-        with counter.counting():
-            trainer.step()                                   # creates Adam's state
+        counter.hold(_state_tensors(guide))
+        if compose:
+            _prime_optimizer(trainer, counter)
+            if traced.layers.k > 0:
+                _compose_selection(trainer, counter, selection_key(traced))
+        else:
+            with counter.counting():
+                trainer.step()                               # creates Adam's state
         counter.reset()
         with counter.counting():
             trainer.step()
