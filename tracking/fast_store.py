@@ -31,6 +31,7 @@ def enabled() -> bool:
 def build_store(store_uri: str, artifact_uri: str | None = None):
     """MLflow's tracking-store builder for SQL URIs; the bulk-metric store when FAST_METRICS_ENV is on (and
     MLflow's workspaces are off: that store is another class)."""
+    # late: MLflow loads this module (an entry point) while importing itself
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
 
@@ -63,6 +64,7 @@ class BulkMetricsMixin:
         session also sets three PRAGMAs). The same validations, in MLflow's order; anything else is MLflow's."""
         if params or tags or not metrics or any(getattr(m, "model_id", None) for m in metrics):
             return super().log_batch(run_id, metrics, params, tags)
+        # late: MLflow loads this module (an entry point) while importing itself
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
         from mlflow.utils.validation import (_validate_batch_log_data, _validate_batch_log_limits,
@@ -79,6 +81,7 @@ class BulkMetricsMixin:
             raise MlflowException(e, INTERNAL_ERROR)
 
     def _log_metrics_once(self, run_id, metrics):
+        # late: MLflow loads this module (an entry point) while importing itself
         from mlflow.utils.validation import _validate_metric
 
         single = len(metrics) == 1
@@ -89,6 +92,7 @@ class BulkMetricsMixin:
 
     def _insert_metrics(self, run_id, metrics):
         """Validated metrics of one run, in bulk (MLflow's own method when some are stored already)."""
+        # late: MLflow loads this module (an entry point) while importing itself
         import sqlalchemy
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
 
@@ -127,6 +131,7 @@ def _order(row: dict) -> tuple:
 
 def _merge_latest(session, table, run_id: str, newest: dict[str, dict]) -> None:
     """latest_metrics: insert the keys the run does not have, update those the batch makes newer."""
+    # late: MLflow loads this module (an entry point) while importing itself
     import sqlalchemy
 
     keys = sorted(newest)
