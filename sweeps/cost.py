@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -85,9 +84,11 @@ def _trace(missing: dict[str, tuple[AdaptConfig, tuple[str, ...]]], jobs: int | 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(missing)))
     if jobs < 2 or len(missing) < 3:
         return {key: _estimate(cfg, gpus) for key, (cfg, gpus) in missing.items()}
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = {key: pool.submit(_estimate, cfg, gpus) for key, (cfg, gpus) in missing.items()}
-        return {key: future.result() for key, future in futures.items()}
+    # a Pool, not a ProcessPoolExecutor: leaving the block terminates the workers once every result is in (an
+    # executor waits for them to exit, and a worker that traced takes ~4 s to tear its interpreter down)
+    with get_context("spawn").Pool(jobs) as pool:
+        pending = {key: pool.apply_async(_estimate, (cfg, gpus)) for key, (cfg, gpus) in missing.items()}
+        return {key: result.get() for key, result in pending.items()}
 
 
 def gpu_fraction(cost: SweepCost, gpu_type: str) -> float:
