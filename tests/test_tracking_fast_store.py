@@ -29,7 +29,6 @@ def _m(key, value, step, ts=None):
 
 def _calls():
     """(method, args) in order; the run is filled in by _apply."""
-    from mlflow.exceptions import MlflowException  # noqa: F401  (MLflow loads lazily elsewhere)
     batch1 = [_m("loss", 1.0 - 0.01 * s, s) for s in range(40)] + [_m("acc", 0.5, s) for s in range(40)]
     return [
         ("log_batch", batch1),

@@ -18,6 +18,7 @@ lazily: MLflow loads entry points while it is itself being imported.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -35,24 +36,22 @@ def build_store(store_uri: str, artifact_uri: str | None = None):
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
 
-    if not enabled() or MLFLOW_ENABLE_WORKSPACES.get():
-        return _get_sqlalchemy_store(store_uri, artifact_uri)
-    store = _get_sqlalchemy_store(store_uri, artifact_uri)     # MLflow's own choices of artifact root
-    store.__class__ = _bulk_class(type(store))
-    if not _ANNOUNCED:                                         # once per server worker, in the server's log
-        _ANNOUNCED.append(True)
-        print(f"tracking.fast_store: bulk metric writes ({FAST_METRICS_ENV}=1)", file=sys.stderr, flush=True)
+    store = _get_sqlalchemy_store(store_uri, artifact_uri)     # MLflow's own store and choices of artifact root
+    if enabled() and not MLFLOW_ENABLE_WORKSPACES.get():
+        store.__class__ = _bulk_class(type(store))
+        _announce()
     return store
 
 
-_CLASSES: dict[type, type] = {}
-_ANNOUNCED: list[bool] = []
+@functools.cache
+def _announce() -> None:
+    """Once per server worker, in the server's log."""
+    print(f"tracking.fast_store: bulk metric writes ({FAST_METRICS_ENV}=1)", file=sys.stderr, flush=True)
 
 
+@functools.cache
 def _bulk_class(base: type) -> type:
-    if base not in _CLASSES:
-        _CLASSES[base] = type(f"BulkMetrics{base.__name__}", (BulkMetricsMixin, base), {})
-    return _CLASSES[base]
+    return type(f"BulkMetrics{base.__name__}", (BulkMetricsMixin, base), {})
 
 
 class BulkMetricsMixin:

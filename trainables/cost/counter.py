@@ -14,6 +14,7 @@ own MemTracker does it, without its module bookkeeping, which refuses a module c
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 import weakref
 from contextlib import contextmanager
 from functools import partial
@@ -110,15 +111,15 @@ class _Stamp(TorchFunctionMode):
         return out
 
 
+@dataclass
 class Segment:
     """A recorded stretch of counted work (CostCounter.segment / replay)."""
 
-    flops: dict[str, int]
-    ops: list[tuple[int, int, bool]]
+    flops: dict[str, int] = field(default_factory=dict)
+    ops: list[tuple[int, int, bool]] = field(default_factory=list)
     peak_rise: int = 0
     peak_at: str = ""
     reusable: bool = False
-    n_wplus: int = 0          # the layer-selection pass's W+ entries (the cost model's replay picks the first k)
 
 
 class CostCounter(TorchDispatchMode):

@@ -249,8 +249,9 @@ def _state_tensors(obj, depth: int = 3, seen: set[int] | None = None) -> list[to
 
 
 # the layer-selection passes traced in this process, by selection_key: configurations that differ only in
-# layers.k or in their regularizers run the same selection work (Trainer.rank_layers), traced once
-_SELECTIONS: dict[str, Segment] = {}
+# layers.k or in their regularizers run the same selection work (Trainer.rank_layers), traced once;
+# with the pass's number of W+ entries (a replay picks the first k, as the traced `choose` does)
+_SELECTIONS: dict[str, tuple[Segment, int]] = {}
 
 
 def selection_key(cfg: AdaptConfig) -> str:
@@ -268,15 +269,14 @@ def _compose_selection(trainer: Trainer, counter: CostCounter, key: str) -> None
     trainer.choose = lambda movement, k: (sizes.setdefault("n", movement.numel()), choose(movement, k))[1]
 
     def composed(t: int) -> list[int]:
-        seg = _SELECTIONS.get(key)
-        if seg is not None:
+        if key in _SELECTIONS:
+            seg, n_wplus = _SELECTIONS[key]
             counter.replay(seg)
-            return list(range(min(trainer.cfg.layers.k, seg.n_wplus)))
+            return list(range(min(trainer.cfg.layers.k, n_wplus)))
         with counter.segment() as seg:
             chosen = rank(t)
         if seg.reusable:
-            seg.n_wplus = sizes["n"]
-            _SELECTIONS[key] = seg
+            _SELECTIONS[key] = (seg, sizes["n"])
         return chosen
 
     trainer.rank_layers = composed
