@@ -111,10 +111,9 @@ class BulkMetricsMixin:
             if best is None or _order(row) > _order(best):
                 newest[row["key"]] = row
         with self.ManagedSessionMaker(read_only=False) as session:
-            run = self._get_run(run_uuid=run_id, session=session)
-            self._check_run_is_active(run)
+            self._check_active(session, run_id)
             try:
-                session.execute(sqlalchemy.insert(SqlMetric), rows)
+                session.execute(sqlalchemy.insert(SqlMetric.__table__), rows)     # Core: no ORM bulk machinery
                 _merge_latest(session, SqlLatestMetric, run_id, newest)
                 session.commit()
                 return
@@ -122,6 +121,18 @@ class BulkMetricsMixin:
                 session.rollback()
         # some points are stored already (a re-sent batch): MLflow's own path inserts only the others
         super()._log_metrics_once(run_id, metrics)
+
+    def _check_active(self, session, run_id) -> None:
+        """The run exists and is active: one column read; any other case raises MLflow's own error."""
+        # late: MLflow loads this module (an entry point) while importing itself
+        import sqlalchemy
+        from mlflow.entities.lifecycle_stage import LifecycleStage
+        from mlflow.store.tracking.dbmodels.models import SqlRun
+
+        stages = session.execute(sqlalchemy.select(SqlRun.__table__.c.lifecycle_stage)
+                                 .where(SqlRun.__table__.c.run_uuid == run_id)).scalars().all()
+        if stages != [LifecycleStage.ACTIVE]:
+            self._check_run_is_active(self._get_run(run_uuid=run_id, session=session))
 
 
 def _order(row: dict) -> tuple:
@@ -143,7 +154,7 @@ def _merge_latest(session, table, run_id: str, newest: dict[str, dict]) -> None:
     inserts = [newest[k] for k in keys if k not in existing]
     updates = [newest[k] for k in keys if k in existing and _order(newest[k]) > existing[k]]
     if inserts:
-        session.execute(sqlalchemy.insert(table), inserts)
+        session.execute(sqlalchemy.insert(table.__table__), inserts)
     if updates:
         stmt = (sqlalchemy.update(table.__table__)
                 .where(table.__table__.c.run_uuid == sqlalchemy.bindparam("b_run"),

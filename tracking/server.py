@@ -46,8 +46,10 @@ POOL_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "10",
 # and REST API, with the Flask handlers behind an ASGI-to-WSGI bridge. gunicorn serves the Flask app directly
 # (the tracking REST API, artifacts and the UI's run pages; not MLflow 3's FastAPI-only routes: OpenTelemetry
 # ingestion, jobs, AI gateway, assistant): about a third less server CPU per request (13 -> 8.6 ms for a
-# log_batch of 80 points, docs/benchmarks.md), for a server that takes the writes of hundreds of trials.
-HTTP_SERVERS = {"uvicorn": [], "gunicorn": ["--gunicorn-opts", f"--threads {THREADS_PER_WORKER} --timeout 120"]}
+# log_batch of 80 points, docs/benchmarks.md), for a server that takes the writes of hundreds of trials; and its
+# app is MLflow's with the lean log-batch route of tracking/lean_app.py (the `sgf-lean` app of pyproject.toml).
+HTTP_SERVERS = {"uvicorn": [],
+                "gunicorn": ["--gunicorn-opts", f"--threads {THREADS_PER_WORKER} --timeout 120", "--app-name", "sgf-lean"]}
 
 
 def sqlite_wal(db_path: str | Path) -> None:
