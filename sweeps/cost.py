@@ -79,10 +79,10 @@ def _estimate(cfg: AdaptConfig, gpus: tuple[str, ...]) -> CostReport:
 
 
 def _trace(missing: dict[str, tuple[AdaptConfig, tuple[str, ...]]], jobs: int | None) -> dict[str, CostReport]:
-    """Trace each configuration: in this process when there are few, else in fresh processes (each pays the
-    imports once; a trace is CPU-bound Python, so processes, not threads)."""
+    """Trace each configuration: a single one in this process, several in fresh processes, one per core (each
+    pays the ~6 s of imports once, in parallel; a trace is CPU-bound Python, so processes, not threads)."""
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(missing)))
-    if jobs < 2 or len(missing) < 3:
+    if jobs < 2:
         return {key: _estimate(cfg, gpus) for key, (cfg, gpus) in missing.items()}
     # a Pool, not a ProcessPoolExecutor: leaving the block terminates the workers once every result is in (an
     # executor waits for them to exit, and a worker that traced takes ~4 s to tear its interpreter down)

@@ -84,3 +84,27 @@ def test_a_replayed_pass_raises_the_peak_from_where_it_starts():
     assert seg.reusable and seg.peak_rise == 2 * mib and len(seg.ops) == 2
     assert counter.peak_bytes == (1 + 4 + 2) * mib       # replayed at 5 MiB live
     assert not leaky.reusable and kept.shape == x.shape and extra.numel() == mib
+
+
+@pytest.mark.numeric
+def test_one_traced_text_row_per_clip_counts_what_the_whole_prepare_counts(configs, monkeypatch):
+    """NADA's prepare (setup, uncounted; its embeddings held as state) encodes one text per CLIP model under the
+    cost model and gives a batch of N texts N such rows: the same report as encoding every text, in one text-tower
+    trace per model instead of three."""
+    import contextlib
+
+    from trainables.frozen.clip_models import LoadedClip
+
+    calls = []
+    encode = LoadedClip.encode_text
+    monkeypatch.setattr(LoadedClip, "encode_text", lambda self, texts: (calls.append(len(texts)), encode(self, texts))[1])
+    cfg = configs["nada-no-selection"]
+    n_models = len(cfg.nada.clip_models)
+    monkeypatch.setattr(cost_model, "_SELECTIONS", {})
+    shortcut = estimate(cfg, gpus=("H100",))
+    assert calls == [1] * n_models
+    calls.clear()
+    monkeypatch.setattr(cost_model, "_one_text_row_traced", lambda clips: contextlib.nullcontext())
+    full = estimate(cfg, gpus=("H100",))
+    assert len(calls) == 3 * n_models and max(calls) > 1          # every call, the template batches whole
+    assert _numbers(shortcut) == _numbers(full)

@@ -12,8 +12,9 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
   read once on the CPU and dropped); otherwise `generator.size` (StyleGAN2 config-f) or EG3D ffhq512-128.
 - t = 250 (cost does not depend on t); both noise modes cost the same, so the trace uses the fixed buffers;
   layer selection trains the first k W+ entries (the choice itself needs data, its cost does not).
-- NADA's CLIP models are real, randomly initialised modules (open_clip moves models with .to(), which fake
-  parameters refuse); their activations are fake like everything else.
+- NADA's CLIP models are real modules in uninitialised memory (open_clip moves models with .to(), which fake
+  parameters refuse; built on the meta device, so no random initialisation); their activations are fake like
+  everything else. Their text embeddings (setup, not counted) trace one text per model: N texts give N rows.
 - the LPIPS regularizer is charged as its VGG16 feature stack on both images (LPIPS' own linear heads are
   negligible); the text encoder runs once per run and is not counted.
 - the step counted is the SECOND one (Adam's state exists, as in every step after the first); it is traced
@@ -163,8 +164,10 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
     dtype = clip_dtype(cfg.nada.precision, "cuda")   # costed for the GPU a run targets
     for ref in cfg.nada.clip_models:
         with unset_fake_temporarily(), _quiet_open_clip():   # open_clip moves models with .to(), which fake
-            model, _ = build_open_clip_architecture(ref.name, ref.pretrained)   # parameters refuse: a real one
-            model = model.to(dtype).eval().requires_grad_(False)
+            # parameters refuse: a real one, built on the meta device and given uninitialised memory (its values
+            # never reach the trace; random initialisation took ~1 s per ViT-B)
+            model, _ = build_open_clip_architecture(ref.name, ref.pretrained, device="meta")
+            model = model.to(dtype).to_empty(device="cpu").eval().requires_grad_(False)
         pcfg = open_clip.get_model_preprocess_cfg(model)
         size = pcfg.get("size", 224)
         size = size[0] if isinstance(size, (tuple, list)) else size
@@ -176,8 +179,31 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
                                   image_size=int(size), name=name, pretrained=ref.pretrained), ref.weight))
     guide = NadaGuidance(cfg.nada, "cpu", dtype, models=models)
     guide.nudge_identical = False      # a data-dependent branch taken at most once per run (step 0)
-    guide.prepare(cfg.prompt, cfg.source_prompt)
+    with _one_text_row_traced([clip for clip, _ in models]):
+        guide.prepare(cfg.prompt, cfg.source_prompt)
     return guide
+
+
+@contextmanager
+def _one_text_row_traced(clips: list[LoadedClip]):
+    """While the critic prepares its text embeddings (setup: not counted; only their shapes and bytes reach the
+    count, as held state), each CLIP model encodes one text, traced, and a batch of N texts gives N such rows
+    (`LoadedClip.encode_text`: N strings -> [N, D]): one text-tower trace per model instead of one per call
+    (NADA's prepare makes three, two of them over every template)."""
+    for clip in clips:
+        row: list[torch.Tensor] = []
+        encode = clip.encode_text
+
+        def batched(texts, encode=encode, row=row):
+            if not row:
+                row.append(encode(texts[:1]))
+            return row[0].new_empty((len(texts), *row[0].shape[1:]))
+        clip.encode_text = batched
+    try:
+        yield
+    finally:
+        for clip in clips:
+            del clip.encode_text                    # the instance attribute: the class's method again
 
 
 # Built-in critics whose frozen networks are rebuilt from their architecture (no weights needed); any other
