@@ -110,3 +110,26 @@ def test_a_warm_validate_does_not_import_torch(tiny_models, tmp_path, cost_cache
     assert "TORCH True" in cold.stdout and "TORCH False" in warm.stdout
     cost_lines = [line for line in cold.stdout.splitlines() if line.startswith("cost")]
     assert cost_lines and cost_lines == [line for line in warm.stdout.splitlines() if line.startswith("cost")]
+
+
+def test_the_cli_ends_a_traced_validate_with_its_output_whole_and_its_code(tiny_models, tmp_path, cost_cache):
+    """`python -m sweeps` skips the interpreter's teardown after a command that traced (sweeps.__main__.exit_now):
+    every line still reaches a pipe, and the exit code is the command's."""
+    import yaml
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "s", "base": tiny_adapt_dict(tiny_models, tmp_path / "out")},
+                                    sort_keys=False))
+    env = {**os.environ, cache.CACHE_ENV: str(cost_cache), "PYTHONPATH": str(REPO)}
+    env.pop("PYTHONUNBUFFERED", None)                # a pipe's output block-buffered, as for most users
+    cold = subprocess.run([sys.executable, "-m", "sweeps", "validate", "--skip-model-check", str(sweep)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    lines = cold.stdout.splitlines()
+    assert lines[0].startswith("sweep s: 1 trial") and any(line.startswith("cost per step") for line in lines)
+    assert lines[-1] == "model references: not checked (--skip-model-check)"
+    failing = ("import sys, trainables.cost.model; from sweeps.__main__ import exit_now; "
+               "print('last words', end=''); sys.stderr.write('and these'); exit_now(3)")
+    out = subprocess.run([sys.executable, "-c", failing], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=REPO)
+    assert (out.returncode, out.stdout, out.stderr.endswith("and these")) == (3, "last words", True), out.stderr
