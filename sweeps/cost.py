@@ -73,17 +73,34 @@ def sweep_cost(trials: list[AdaptConfig], gpu_type: str = "H100", jobs: int | No
 WHOLE_ENV = "SGF_COST_WHOLE"   # =1: trace two whole steps per configuration (the composed trace's reference)
 
 
-def _estimate(cfg: AdaptConfig, gpus: tuple[str, ...]) -> CostReport:
+def _estimate(cfg: AdaptConfig, gpus: tuple[str, ...], selection=None) -> CostReport:
     from trainables.cost.model import estimate  # late: torch, diffusers, open_clip (~6 s); only on a cache miss
-    return estimate(cfg, gpus=gpus, compose=os.environ.get(WHOLE_ENV) != "1")
+    return estimate(cfg, gpus=gpus, compose=os.environ.get(WHOLE_ENV) != "1", selection=selection)
+
+
+def _selection(cfg: AdaptConfig):
+    from trainables.cost.model import trace_selection  # late: as _estimate; in the second process
+    return trace_selection(cfg)
+
+
+def _trace_one(cfg: AdaptConfig, gpus: tuple[str, ...], jobs: int) -> CostReport:
+    """One configuration: traced here; with a layer-selection pass and a second core, that pass is traced in a
+    second process meanwhile (trainables.cost.model.trace_selection: both pay the imports at once, and the pass
+    is a third of a selection step's trace) and counted where it runs (`estimate(selection=...)`)."""
+    if jobs < 2 or cfg.layers.k == 0 or os.environ.get(WHOLE_ENV) == "1":
+        return _estimate(cfg, gpus)
+    with get_context("spawn").Pool(1) as pool:
+        pending = pool.apply_async(_selection, (cfg,))
+        return _estimate(cfg, gpus, selection=lambda: pending.get())
 
 
 def _trace(missing: dict[str, tuple[AdaptConfig, tuple[str, ...]]], jobs: int | None) -> dict[str, CostReport]:
     """Trace each configuration: a single one in this process, several in fresh processes, one per core (each
     pays the ~6 s of imports once, in parallel; a trace is CPU-bound Python, so processes, not threads)."""
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(missing)))
+    cores = jobs or os.cpu_count() or 1
+    jobs = max(1, min(cores, len(missing)))
     if jobs < 2:
-        return {key: _estimate(cfg, gpus) for key, (cfg, gpus) in missing.items()}
+        return {key: _trace_one(cfg, gpus, cores) for key, (cfg, gpus) in missing.items()}
     # a Pool, not a ProcessPoolExecutor: leaving the block terminates the workers once every result is in (an
     # executor waits for them to exit, and a worker that traced takes ~4 s to tear its interpreter down)
     with get_context("spawn").Pool(jobs) as pool:

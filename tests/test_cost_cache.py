@@ -95,6 +95,24 @@ def test_parallel_traces_equal_serial_ones(tiny_models, tmp_path, cost_cache):
     assert [asdict(r) for _, r in parallel.per_trial] == [asdict(r) for r in serial]
 
 
+@pytest.mark.slow
+def test_one_configuration_traces_its_selection_pass_in_a_second_process(tiny_models, tmp_path, cost_cache,
+                                                                          monkeypatch):
+    """A one-configuration sweep with layer selection: the pass traced in a spawned process while this one traces
+    the rest (sweeps.cost._trace_one); the report equals two whole steps traced here."""
+    from trainables.cost import model as cost_model
+
+    cfg = validate_config(tiny_adapt_dict(tiny_models, tmp_path, train__device="cpu", layers__k=2))
+    contexts = []
+    real = sweep_cost_mod.get_context
+    monkeypatch.setattr(sweep_cost_mod, "get_context", lambda method: (contexts.append(method), real(method))[1])
+    monkeypatch.setattr(cost_model, "_SELECTIONS", {})
+    (_, apart), = sweep_cost([cfg], "H100", jobs=2).per_trial
+    assert contexts == ["spawn"]
+    whole = cost_model.estimate(cfg, gpus=("CPU",), compose=False)
+    assert asdict(apart) == asdict(whole)
+
+
 def test_a_warm_validate_does_not_import_torch(tiny_models, tmp_path, cost_cache):
     import yaml
 

@@ -108,3 +108,89 @@ def test_one_traced_text_row_per_clip_counts_what_the_whole_prepare_counts(confi
     full = estimate(cfg, gpus=("H100",))
     assert len(calls) == 3 * n_models and max(calls) > 1          # every call, the template batches whole
     assert _numbers(shortcut) == _numbers(full)
+
+
+def _segment_of_two_mib():
+    """A recorded pass whose peak is 2 MiB above where it starts, its peak charged to 'pass'."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from trainables.cost.counter import CostCounter
+
+    counter = CostCounter()
+    with FakeTensorMode():
+        x = torch.empty(256, 1024)
+        counter.hold([x])
+        with counter.counting():
+            counter.labels.stack.append("pass")
+            with counter.segment() as seg:
+                y = x * 2
+                z = y * 2
+                del y, z
+    assert seg.reusable and seg.peak_rise == 2 * 1024 * 1024 and seg.peak_at == "pass.forward"
+    return seg
+
+
+def _count_around(seg, mode: str, before_mib: int, after_mib: int, hold_mib: int):
+    """1 MiB held; a transient of before_mib; the pass (replayed now, or deferred and filled in at the end); a
+    transient of after_mib; then hold_mib counted as live since the start (as the primed optimiser state is)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from trainables.cost.counter import CostCounter
+
+    counter = CostCounter()
+    with FakeTensorMode():
+        x = torch.empty(256, 1024)
+        state = torch.empty(max(hold_mib, 1) * 256, 1024)
+        counter.hold([x])
+        with counter.counting():
+            counter.labels.stack.append("before")
+            tmp = torch.empty(before_mib * 256, 1024) if before_mib else None
+            del tmp
+            counter.labels.stack[-1] = "at"
+            place = counter.replay(seg) if mode == "replay" else counter.defer()
+            counter.labels.stack[-1] = "after"
+            tmp = torch.empty(after_mib * 256, 1024)
+            del tmp
+            if hold_mib:
+                counter.hold_since_start([state])
+        if mode == "defer":
+            counter.fill(place, seg)
+    return counter.peak_bytes, counter.peak_at, dict(counter.flops), list(counter.ops)
+
+
+@pytest.mark.parametrize("before_mib", [0, 5])
+@pytest.mark.parametrize("after_mib", [1, 2, 3])
+@pytest.mark.parametrize("hold_mib", [0, 2])
+def test_a_pass_filled_in_later_counts_what_a_replay_there_counts(before_mib, after_mib, hold_mib):
+    """CostCounter.defer/fill against replay on hand-made chains: the pass's peak (1 + 2 MiB) below, equal to
+    (the pass came first: its label) and above what follows it, under and over a larger peak before it, and with
+    bytes counted as live since the start afterwards."""
+    seg = _segment_of_two_mib()
+    replayed = _count_around(seg, "replay", before_mib, after_mib, hold_mib)
+    filled = _count_around(seg, "defer", before_mib, after_mib, hold_mib)
+    assert filled == replayed
+    mib = 1024 * 1024
+    expected_at = ("before" if before_mib else "after" if after_mib > 2 else "pass") + ".forward"
+    assert replayed[:2] == (max(1 + before_mib, 3, 1 + after_mib) * mib + hold_mib * mib, expected_at)
+
+
+@pytest.mark.numeric
+def test_a_pass_traced_apart_counts_what_two_whole_steps_count(configs, monkeypatch):
+    """The layer-selection pass traced on its own (`trace_selection`, what sweeps.cost runs in a second process
+    for a one-configuration sweep) and filled into the step traced without it: the numbers of two whole steps."""
+    from trainables.cost.counter import CostCounter
+    from trainables.cost.model import trace_selection
+
+    fills = []
+    fill = CostCounter.fill
+    monkeypatch.setattr(CostCounter, "fill", lambda self, place, seg: (fills.append(seg), fill(self, place, seg))[1])
+    selected = {name: cfg for name, cfg in configs.items() if cfg.layers.k > 0}
+    assert len(selected) == 6
+    for name, cfg in selected.items():
+        monkeypatch.setattr(cost_model, "_SELECTIONS", {})
+        whole = estimate(cfg, gpus=("H100",), compose=False)
+        apart = estimate(cfg, gpus=("H100",), selection=lambda cfg=cfg: trace_selection(cfg))
+        assert _numbers(apart) == _numbers(whole), name
+    assert len(fills) == len(selected)

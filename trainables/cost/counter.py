@@ -122,6 +122,16 @@ class Segment:
     reusable: bool = False
 
 
+@dataclass
+class Deferred:
+    """Where a segment not yet known would have been replayed (CostCounter.defer / fill)."""
+
+    live: int                # live bytes there
+    peak_before: int         # the peak reached before it
+    op_index: int            # its place in the op list (the roofline's sum runs in op order)
+    shift: int = 0           # bytes counted as live since the start afterwards (hold_since_start)
+
+
 class CostCounter(TorchDispatchMode):
     """Use as `with counter.counting(): step()`; read `flops`, `peak_bytes`, `roofline_s(gpu, precision)`."""
 
@@ -136,6 +146,7 @@ class CostCounter(TorchDispatchMode):
         self._live_bytes = 0
         self._hooks: list[Any] = []
         self.modules: list[torch.nn.Module] = []
+        self._deferred: list[Deferred] = []
 
     def reset(self) -> None:
         """Forget what was counted so far (keep the live storages): count the next step alone."""
@@ -170,6 +181,8 @@ class CostCounter(TorchDispatchMode):
         self.hold(tensors)
         if self.peak_bytes:
             self.peak_bytes += self._live_bytes - before
+        for place in self._deferred:        # a segment filled in later would have been raised alike
+            place.shift += self._live_bytes - before
 
     @contextmanager
     def segment(self) -> Iterator["Segment"]:
@@ -195,6 +208,27 @@ class CostCounter(TorchDispatchMode):
         self.ops.extend(seg.ops)
         if seg.peak_rise > 0 and self._live_bytes + seg.peak_rise > self.peak_bytes:
             self.peak_bytes, self.peak_at = self._live_bytes + seg.peak_rise, seg.peak_at
+
+    def defer(self) -> Deferred:
+        """Mark where a segment traced elsewhere (another process) would be replayed; `fill` counts it there."""
+        place = Deferred(live=self._live_bytes, peak_before=self.peak_bytes, op_index=len(self.ops))
+        self._deferred.append(place)
+        return place
+
+    def fill(self, place: Deferred, seg: "Segment") -> None:
+        """Count `seg` at `place` exactly as `replay` there would have: its FLOPs and ops, and its peak if that
+        exceeds what was reached before `place` and is not exceeded after; on a tie with the peak reached
+        after `place`, the segment came first and the peak is its."""
+        self._deferred.remove(place)
+        for k, v in seg.flops.items():
+            self.flops[k] += v
+        self.ops[place.op_index:place.op_index] = seg.ops
+        for other in self._deferred:
+            if other.op_index >= place.op_index:
+                other.op_index += len(seg.ops)
+        candidate = place.live + seg.peak_rise + place.shift
+        if seg.peak_rise > 0 and candidate > place.peak_before + place.shift and candidate >= self.peak_bytes:
+            self.peak_bytes, self.peak_at = candidate, seg.peak_at
 
     @contextmanager
     def counting(self) -> Iterator["CostCounter"]:

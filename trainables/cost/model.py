@@ -19,8 +19,10 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
   negligible); the text encoder runs once per run and is not counted.
 - the step counted is the SECOND one (Adam's state exists, as in every step after the first); it is traced
   once, with the first step's optimiser state made uncounted at its optimiser step, and a layer-selection pass
-  traced once per process for every configuration that differs only in layers.k or its regularizers
-  (`estimate(compose=False)` traces both steps whole: the same numbers, tests/test_cost_compose.py).
+  traced once per process for every configuration that differs only in layers.k or its regularizers, or, for a
+  one-configuration sweep on a machine with a second core, traced there meanwhile (`trace_selection`) and counted
+  where it runs (`CostCounter.defer` / `fill`) (`estimate(compose=False)` traces both steps whole: the same
+  numbers, tests/test_cost_compose.py).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import open_clip
 import torch
@@ -326,13 +328,10 @@ def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
     optimizer.step = primed
 
 
-def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T,
-             compose: bool = True) -> CostReport:
-    """The cost of `cfg`'s second step under fake tensors (see the module docstring). compose=True traces ONE
-    step with the optimiser state primed and the layer-selection pass shared (`_prime_optimizer`,
-    `_compose_selection`); compose=False traces two whole steps and counts the second: the same numbers
-    (tests/test_cost_compose.py), about twice the time."""
-    notes: list[str] = []
+@contextmanager
+def _traced_trainer(cfg: AdaptConfig, t: int, notes: list[str]):
+    """The step's Trainer built under fake tensors with its counter: every labelled model's parameters, buffers and
+    the critic's state held from the start. Yields (traced config, counter, trainer, the held weights)."""
     traced = cfg.model_copy(update={
         "train": cfg.train.model_copy(update={"noise_mode": "const"}),
         "layers": cfg.layers.model_copy(update={"noise_mode": "const"}),
@@ -353,10 +352,68 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
         weights = _module_tensors(*counter.modules)         # every labelled model's parameters and buffers
         counter.hold(weights)
         counter.hold(_state_tensors(guide))
+        try:
+            yield traced, counter, trainer, weights
+        finally:
+            counter.close()
+
+
+class _SelectionTraced(Exception):
+    """Ends `trace_selection`'s step once the layer-selection pass is recorded."""
+
+
+def trace_selection(cfg: AdaptConfig, t: int = COST_T) -> tuple[Segment, int]:
+    """The layer-selection pass of `cfg`'s counted step, recorded as `estimate` records it (the same build, the
+    step run up to the pass): its Segment and the number of W+ entries it ranks. `sweeps.cost` runs this in a
+    second process while the first traces the rest of the step (`estimate(selection=...)`)."""
+    recorded: dict = {}
+    with _traced_trainer(cfg, t, []) as (_, counter, trainer, _weights):
+        rank, choose = trainer.rank_layers, trainer.choose
+        trainer.choose = lambda movement, k: (recorded.setdefault("n", movement.numel()), choose(movement, k))[1]
+
+        def record(t_: int) -> list[int]:
+            with counter.segment() as seg:
+                rank(t_)
+            recorded["segment"] = seg
+            raise _SelectionTraced
+
+        trainer.rank_layers = record
+        counter.reset()
+        with counter.counting():
+            try:
+                trainer.step()
+            except _SelectionTraced:
+                pass
+    return recorded["segment"], recorded["n"]
+
+
+def _defer_selection(trainer: Trainer, counter: CostCounter, places: list) -> None:
+    """The counted step's layer-selection pass left to `fill` (its segment comes from `trace_selection`): the
+    step goes on with the first k W+ entries, which `estimate` checks against the pass's count afterwards."""
+    def deferred(t: int) -> list[int]:
+        places.append(counter.defer())
+        return list(range(trainer.cfg.layers.k))
+
+    trainer.rank_layers = deferred
+
+
+def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COST_T,
+             compose: bool = True, selection: Callable[[], tuple[Segment, int]] | None = None) -> CostReport:
+    """The cost of `cfg`'s second step under fake tensors (see the module docstring). compose=True traces ONE
+    step with the optimiser state primed and the layer-selection pass shared (`_prime_optimizer`,
+    `_compose_selection`); compose=False traces two whole steps and counts the second: the same numbers
+    (tests/test_cost_compose.py), about twice the time. `selection` (composed only): a callable giving the
+    pass's (Segment, W+ count) from `trace_selection`, traced elsewhere meanwhile; called after the step."""
+    notes: list[str] = []
+    places: list = []
+    with _traced_trainer(cfg, t, notes) as (traced, counter, trainer, weights):
+        key = selection_key(traced) if traced.layers.k > 0 else None
         if compose:
             _prime_optimizer(trainer, counter)
-            if traced.layers.k > 0:
-                _compose_selection(trainer, counter, selection_key(traced))
+            if key is not None and selection is not None and key not in _SELECTIONS:
+                _defer_selection(trainer, counter, places)
+            elif key is not None:
+                _compose_selection(trainer, counter, key)
         else:
             with counter.counting():
                 trainer.step()                               # creates Adam's state
@@ -364,7 +421,14 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
         with counter.counting():
             trainer.step()
         weight_bytes = sum(w.numel() * w.element_size() for w in weights)
-    counter.close()
+    if places:                                           # the pass traced apart: counted where it ran
+        seg, n_wplus = selection()
+        if seg.reusable:
+            _SELECTIONS[key] = (seg, n_wplus)
+        if not seg.reusable or traced.layers.k > n_wplus:
+            # not replayable, or fewer W+ entries than k were trained: traced again, the pass in sequence
+            return estimate(cfg, gpus, t, compose)
+        counter.fill(places[0], seg)
     precision = _precision(cfg)
     return CostReport(
         config_name=cfg.name, step_flops=counter.total_flops,
