@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import sys
 
@@ -136,8 +135,7 @@ def exit_now(code: int) -> None:
     but the interpreter's teardown of torch, diffusers and open_clip (2.3 s measured after a one-configuration
     validate, a sixth of it, docs/benchmarks.md) is skipped. Any other command exits normally."""
     if "trainables.cost.model" in sys.modules:
-        atexit._run_exitfuncs()
-        logging.shutdown()
+        atexit._run_exitfuncs()                      # logging's shutdown among them
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

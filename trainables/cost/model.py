@@ -290,11 +290,17 @@ def selection_key(cfg: AdaptConfig) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def _compose_selection(trainer: Trainer, counter: CostCounter, key: str) -> None:
-    """Trainer.rank_layers traced once per selection_key and replayed after (CostCounter.segment)."""
-    rank, sizes = trainer.rank_layers, {}
+def _wplus_count(trainer: Trainer) -> dict:
+    """A dict that gets "n", the number of W+ entries the selection pass ranks, when the pass chooses."""
+    sizes: dict = {}
     choose = trainer.choose
     trainer.choose = lambda movement, k: (sizes.setdefault("n", movement.numel()), choose(movement, k))[1]
+    return sizes
+
+
+def _compose_selection(trainer: Trainer, counter: CostCounter, key: str) -> None:
+    """Trainer.rank_layers traced once per selection_key and replayed after (CostCounter.segment)."""
+    rank, sizes = trainer.rank_layers, _wplus_count(trainer)
 
     def composed(t: int) -> list[int]:
         if key in _SELECTIONS:
@@ -366,10 +372,8 @@ def trace_selection(cfg: AdaptConfig, t: int = COST_T) -> tuple[Segment, int]:
     """The layer-selection pass of `cfg`'s counted step, recorded as `estimate` records it (the same build, the
     step run up to the pass): its Segment and the number of W+ entries it ranks. `sweeps.cost` runs this in a
     second process while the first traces the rest of the step (`estimate(selection=...)`)."""
-    recorded: dict = {}
     with _traced_trainer(cfg, t, []) as (_, counter, trainer, _weights):
-        rank, choose = trainer.rank_layers, trainer.choose
-        trainer.choose = lambda movement, k: (recorded.setdefault("n", movement.numel()), choose(movement, k))[1]
+        rank, recorded = trainer.rank_layers, _wplus_count(trainer)
 
         def record(t_: int) -> list[int]:
             with counter.segment() as seg:
