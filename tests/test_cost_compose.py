@@ -13,6 +13,7 @@ import pytest
 
 from conftest import tiny_adapt_dict
 from trainables.config_io import validate_config
+from trainables.cost import memo
 from trainables.cost import model as cost_model
 from trainables.cost.model import estimate
 
@@ -45,16 +46,26 @@ def _numbers(report):
 @pytest.mark.numeric
 def test_composed_trace_counts_what_two_whole_steps_count(configs, monkeypatch):
     monkeypatch.setattr(cost_model, "_SELECTIONS", {})
+    monkeypatch.setattr(memo, "_CALLS", {})
     replays = []
     replay = cost_model.CostCounter.replay
     monkeypatch.setattr(cost_model.CostCounter, "replay", lambda self, seg: (replays.append(seg), replay(self, seg))[1])
+    memo_replays = {}
     for name, cfg in configs.items():
         whole = estimate(cfg, gpus=("H100",), compose=False)
+        before = len(replays)
         composed = estimate(cfg, gpus=("H100",))
         assert _numbers(composed) == _numbers(whole), name
+        memo_replays[name] = {key[0][0] for key, record in memo._CALLS.items()
+                              if record is not None and any(s is record.segment for s in replays[before:])}
     # fusion k=2 traced the pass; k=1 and k=3 (other regularizers) replayed it; NADA's k=1 with frozen biases
     # replayed NADA's; DDS reads the frozen render in its pass: another key, traced
-    assert len(replays) == 3
+    passes = [seg for seg in replays if any(seg is s for s, _ in cost_model._SELECTIONS.values())]
+    assert len(passes) == 3
+    # the frozen networks' graph-free calls were replayed (trainables/cost/memo.py): the UNet, the VAE on the
+    # frozen render and the renders without a graph where an earlier configuration made the same calls
+    assert memo_replays["fusion-no-selection-regs"] >= {"unet", "vae", "generator"}, memo_replays  # k1's rows
+    assert "open_clip" in memo_replays["nada-k1"], memo_replays
     keys = {cost_model.selection_key(cfg) for cfg in configs.values() if cfg.layers.k > 0}
     assert len(keys) == 3 and len(cost_model._SELECTIONS) == 3
 

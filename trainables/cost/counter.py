@@ -120,6 +120,9 @@ class Segment:
     peak_rise: int = 0
     peak_at: str = ""
     reusable: bool = False
+    live_rise: int = 0       # live bytes at its end minus at its start (what it left alive)
+    start_serial: int = 0    # storages first seen after this serial were made inside it
+    freed_older: bool = False  # it freed a storage made before it began
 
 
 @dataclass
@@ -142,10 +145,13 @@ class CostCounter(TorchDispatchMode):
         self.peak_bytes = 0
         self.peak_at = ""                                    # the component running when the peak was reached
         self.labels = _Labels()
-        self._live = WeakIdKeyDictionary()                  # storage -> (weak reference, bytes)
+        self._live = WeakIdKeyDictionary()                  # storage -> (weak reference, bytes, serial)
         self._live_bytes = 0
+        self._serial = 0                                    # storages seen so far (each gets the next number)
+        self._floors: list[list] = []                       # open segments: [start serial, freed an older one]
         self._hooks: list[Any] = []
         self.modules: list[torch.nn.Module] = []
+        self.recipes: dict[int, Any] = {}                   # id(module) -> what built it (trainables/cost/memo.py)
         self._deferred: list[Deferred] = []
 
     def reset(self) -> None:
@@ -154,9 +160,13 @@ class CostCounter(TorchDispatchMode):
         self.peak_bytes, self.peak_at = self._live_bytes, "start"
 
     # ---------------------------------------------------------------- set-up
-    def label(self, module: torch.nn.Module, name: str) -> None:
-        """Charge what `module`'s children run (forward, and the backward of what they created) to `name`."""
+    def label(self, module: torch.nn.Module, name: str, recipe: Any = None) -> None:
+        """Charge what `module`'s children run (forward, and the backward of what they created) to `name`.
+        `recipe`: what built a frozen `module` (its class, configuration, precision), equal for two modules
+        exactly when they were built alike: its graph-free calls may then be memoised (trainables/cost/memo.py)."""
         self.modules.append(module)
+        if recipe is not None:
+            self.recipes[id(module)] = recipe
 
         def push(*_):
             self.labels.stack.append(name)
@@ -192,8 +202,14 @@ class CostCounter(TorchDispatchMode):
         flops, n_ops, live = dict(self.flops), len(self.ops), self._live_bytes
         outer_peak, outer_at = self.peak_bytes, self.peak_at
         self.peak_bytes, self.peak_at = live, "start"
-        seg = Segment()
-        yield seg
+        seg = Segment(start_serial=self._serial)
+        floor = [self._serial, False]
+        self._floors.append(floor)
+        try:
+            yield seg
+        finally:
+            self._floors.remove(floor)
+        seg.freed_older, seg.live_rise = floor[1], self._live_bytes - live
         seg.flops = {k: v - flops.get(k, 0) for k, v in self.flops.items() if v != flops.get(k, 0)}
         seg.ops = self.ops[n_ops:]
         seg.peak_rise, seg.peak_at = self.peak_bytes - live, self.peak_at
@@ -245,12 +261,22 @@ class CostCounter(TorchDispatchMode):
             if storage in self._live:
                 continue
             nbytes = storage.nbytes()
+            self._serial += 1
             # the callback fires when the storage is freed: live bytes are exact after every op
-            self._live[storage] = (weakref.ref(storage, partial(self._freed, nbytes)), nbytes)
+            self._live[storage] = (weakref.ref(storage, partial(self._freed, nbytes, self._serial)), nbytes,
+                                   self._serial)
             self._live_bytes += nbytes
 
-    def _freed(self, nbytes: int, _ref) -> None:
+    def serial(self, storage) -> int:
+        """The number `storage` got when first seen (0: never seen)."""
+        entry = self._live.get(storage)
+        return entry[2] if entry is not None else 0
+
+    def _freed(self, nbytes: int, serial: int, _ref) -> None:
         self._live_bytes -= nbytes
+        for floor in self._floors:
+            if serial <= floor[0]:
+                floor[1] = True
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

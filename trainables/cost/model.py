@@ -18,10 +18,12 @@ configurations inside `FakeTensorMode`: exact shapes, FLOPs and tensor bytes, no
 - the LPIPS regularizer is charged as its VGG16 feature stack on both images (LPIPS' own linear heads are
   negligible); the text encoder runs once per run and is not counted.
 - the step counted is the SECOND one (Adam's state exists, as in every step after the first); it is traced
-  once, with the first step's optimiser state made uncounted at its optimiser step, and a layer-selection pass
-  traced once per process for every configuration that differs only in layers.k or its regularizers, or, for a
-  one-configuration sweep on a machine with a second core, traced there meanwhile (`trace_selection`) and counted
-  where it runs (`CostCounter.defer` / `fill`) (`estimate(compose=False)` traces both steps whole: the same
+  once, with the first step's optimiser state made uncounted at its optimiser step (Adam's own lazy state
+  initialisation), and a layer-selection pass traced once per process for every configuration that differs only
+  in layers.k or its regularizers, or, for a one-configuration sweep on a machine with a second core, traced
+  there meanwhile (`trace_selection`) and counted where it runs (`CostCounter.defer` / `fill`); the frozen
+  networks are built once per process and their graph-free calls traced once per process and replayed
+  (trainables/cost/memo.py) (`estimate(compose=False)` traces both steps whole, without replays: the same
   numbers, tests/test_cost_compose.py).
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 import torchvision
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import snapshot_download
-from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from trainables.components import settings_key
@@ -56,6 +58,7 @@ from trainables.protocols import Guidance
 from trainables.registry import GUIDANCE
 from trainables.cost.cache import cost_config
 from trainables.cost.counter import CostCounter, Segment
+from trainables.cost.memo import built_once, fake_mode, memoise, traced_once
 from trainables.cost.report import CostReport
 from trainables.cost.gpus import GPUS, gpu
 
@@ -93,6 +96,11 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(prev)
+
+
+def _built_in(dtype: torch.dtype, build: Callable, *args):
+    with _default_dtype(dtype):
+        return build(*args)
 
 
 def _cached_diffusers_root(ref: str, notes: list[str] | None = None) -> Path | None:
@@ -141,21 +149,25 @@ def _fusion_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -
     else:
         unet_cfg, vae_cfg, alphas, prediction = SD1_UNET, SD1_VAE, sd_alphas_cumprod(), "epsilon"
         notes.append(f"guidance.model {g.model!r} is not on this machine: SD 1.x's UNet/VAE assumed")
-    with _default_dtype(dtype):
-        unet = UNet2DConditionModel.from_config(unet_cfg)
-    with _default_dtype(layout.vae_dtype_for(SimpleNamespace(**vae_cfg), dtype)):   # SDXL fp16: an fp32 VAE
-        vae = AutoencoderKL.from_config(vae_cfg)
+    vae_dtype = layout.vae_dtype_for(SimpleNamespace(**vae_cfg), dtype)               # SDXL fp16: an fp32 VAE
+    # what builds each network (the layout sets its attention processors): built once per process (memo.py)
+    built = (layout.__module__, layout.__qualname__, g.engine == "fast")
+    unet_recipe = ("unet", *built, _json(unet_cfg), str(dtype))
+    vae_recipe = ("vae", *built, _json(vae_cfg), str(vae_dtype))
+    unet = built_once(unet_recipe, lambda: _built_in(dtype, UNet2DConditionModel.from_config, unet_cfg))
+    vae = built_once(vae_recipe, lambda: _built_in(vae_dtype, AutoencoderKL.from_config, vae_cfg))
     model = layout(vae, unet, None, None, alphas, prediction, dtype=dtype, image_size=g.image_size,
                    fast=g.engine == "fast")
     for text in FusionGuidance.texts(g, cfg.prompt, cfg.source_prompt):
         model.set_embedding(text, torch.zeros(model.embedding_shape(), dtype=dtype))
     lpips = None
     if cfg.reg.lpips.weight > 0:
-        lpips = _VggLpips().eval().requires_grad_(False)
-        counter.label(lpips, "lpips")
+        recipe = ("lpips-vgg16", str(torch.get_default_dtype()))
+        lpips = built_once(recipe, lambda: _VggLpips().eval().requires_grad_(False))
+        counter.label(lpips, "lpips", recipe=recipe)
         notes.append("LPIPS charged as its VGG16 feature stack")
-    counter.label(vae, "vae")
-    counter.label(unet, "unet")
+    counter.label(vae, "vae", recipe=vae_recipe)
+    counter.label(unet, "unet", recipe=unet_recipe)
     guide = FusionGuidance(g, cfg.reg, "cpu", model=model, lpips=lpips)
     guide.prepare(cfg.prompt, cfg.source_prompt)
     return guide
@@ -173,7 +185,7 @@ def _nada_guidance(cfg: AdaptConfig, counter: CostCounter, notes: list[str]) -> 
         pcfg = open_clip.get_model_preprocess_cfg(model)
         size = pcfg.get("size", 224)
         size = size[0] if isinstance(size, (tuple, list)) else size
-        counter.label(model, "clip")
+        counter.label(model, "clip", recipe=("open_clip", ref.name, ref.pretrained, str(dtype)))
         name = Path(ref.name).stem
         models.append((LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(name if name in open_clip.list_models() else "ViT-B-32"),
                                   image_mean=tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
@@ -237,12 +249,19 @@ def _precision(cfg: AdaptConfig) -> str:
     return str(getattr(getattr(cfg, key), "precision", "fp32")) if key else "fp32"
 
 
+def _json(data) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 class _RealDraws:
     """A generator kind whose per-step random draws (z, camera, EG3D's render seed) are made on real tensors:
-    a host read such as `int(torch.randint(...))` cannot run on fake ones. The mapping still sees fake weights."""
+    a host read such as `int(torch.randint(...))` cannot run on fake ones. The mapping still sees fake weights.
+    Renders by a generator given a recipe (`recipes`: id -> what built it) are memoised (trainables/cost/memo.py)."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, counter: CostCounter):
         self._kind = kind
+        self._counter = counter
+        self.recipes: dict[int, tuple] = {}
 
     def __getattr__(self, name: str):
         return getattr(self._kind, name)
@@ -250,6 +269,13 @@ class _RealDraws:
     def step_inputs(self, *args, **kwargs):
         with unset_fake_temporarily():
             return self._kind.step_inputs(*args, **kwargs)
+
+    def render(self, g, *args, **kwargs):
+        recipe = self.recipes.get(id(g))
+        if recipe is None:
+            return self._kind.render(g, *args, **kwargs)
+        return traced_once(self._counter, recipe, "render", lambda *a, **k: self._kind.render(g, *a, **k),
+                           *args, **kwargs)
 
 
 def _module_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
@@ -316,6 +342,21 @@ def _compose_selection(trainer: Trainer, counter: CostCounter, key: str) -> None
     trainer.rank_layers = composed
 
 
+def _first_step_state(optimizer: torch.optim.Optimizer) -> None:
+    """The state a first optimiser step leaves (its values do not matter here, only its tensors): Adam's own lazy
+    state initialisation (`_init_group`, the first thing its step does, a tenth of its ops); any other optimiser,
+    or an Adam without it, takes the whole step."""
+    init = getattr(optimizer, "_init_group", None) if type(optimizer) is torch.optim.Adam else None
+    if init is not None:
+        try:
+            for group in optimizer.param_groups:
+                init(group, [], [], [], [], [], [])
+            return
+        except TypeError:                        # another signature (another torch): the whole step below
+            pass
+    optimizer.step()
+
+
 def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
     """The counted step's optimiser step first takes, uncounted, the step a previous iteration would have taken
     (it creates the optimiser's state for the parameters that have gradients), and that state is counted as
@@ -325,7 +366,7 @@ def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
 
     def primed(*args, **kwargs):
         with _pop_mode_temporarily():            # the counter (the innermost dispatch mode) off
-            step()
+            _first_step_state(optimizer)
         counter.hold_since_start(t for state in optimizer.state.values() for t in state.values()
                                  if isinstance(t, torch.Tensor))
         optimizer.step = step
@@ -335,9 +376,10 @@ def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
 
 
 @contextmanager
-def _traced_trainer(cfg: AdaptConfig, t: int, notes: list[str]):
+def _traced_trainer(cfg: AdaptConfig, t: int, notes: list[str], memo: bool = True):
     """The step's Trainer built under fake tensors with its counter: every labelled model's parameters, buffers and
-    the critic's state held from the start. Yields (traced config, counter, trainer, the held weights)."""
+    the critic's state held from the start. Yields (traced config, counter, trainer, the held weights). `memo`:
+    the frozen networks' graph-free calls traced once per process (trainables/cost/memo.py)."""
     traced = cfg.model_copy(update={
         "train": cfg.train.model_copy(update={"noise_mode": "const"}),
         "layers": cfg.layers.model_copy(update={"noise_mode": "const"}),
@@ -345,14 +387,24 @@ def _traced_trainer(cfg: AdaptConfig, t: int, notes: list[str]):
     kind = kind_for(cfg.generator)
     arch = kind.architecture(cfg.generator, notes)           # real config, read before faking
     counter = CostCounter()
-    with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True):
+    draws = _RealDraws(kind, counter)
+    with warnings.catch_warnings(), fake_mode():
         warnings.simplefilter("ignore")                     # fake tensors' data_ptr deprecation chatter
-        g_frozen = kind.build(arch).eval().requires_grad_(False)
+        generator = ("generator", type(kind).__module__, type(kind).__qualname__, repr(arch),
+                     cfg.generator.model_dump_json())
+        g_frozen = built_once(generator, lambda: kind.build(arch).eval().requires_grad_(False))
         guide = _build_guidance(traced, counter, notes)
-        trainer = Trainer.build(traced, _RealDraws(kind), g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
+        trainer = Trainer.build(traced, draws, g_frozen, guide, torch.device("cpu"), timestep=lambda: t,
                                 choose=lambda movement, k: list(range(min(k, movement.numel()))))
         counter.label(g_frozen, "generator_frozen")
         counter.label(trainer.g_train, "generator")
+        if memo:
+            # the trained copy is built as the frozen one; a render without a graph does the same work for any
+            # trainable set (its role is in the key: its work is charged to another label)
+            draws.recipes = {id(g_frozen): (*generator, "frozen"), id(trainer.g_train): (*generator, "trained")}
+            for module in counter.modules:
+                if id(module) in counter.recipes:
+                    memoise(module, counter.recipes[id(module)], counter)
         trainer.optimizer.register_step_pre_hook(lambda *_: counter.labels.stack.append("optimizer") and None)
         trainer.optimizer.register_step_post_hook(lambda *_: counter.labels.stack.pop() and None)
         weights = _module_tensors(*counter.modules)         # every labelled model's parameters and buffers
@@ -410,7 +462,7 @@ def estimate(cfg: AdaptConfig, gpus: tuple[str, ...] = tuple(GPUS), t: int = COS
     pass's (Segment, W+ count) from `trace_selection`, traced elsewhere meanwhile; called after the step."""
     notes: list[str] = []
     places: list = []
-    with _traced_trainer(cfg, t, notes) as (traced, counter, trainer, weights):
+    with _traced_trainer(cfg, t, notes, memo=compose) as (traced, counter, trainer, weights):
         key = selection_key(traced) if traced.layers.k > 0 else None
         if compose:
             _prime_optimizer(trainer, counter)
