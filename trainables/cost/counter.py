@@ -83,6 +83,28 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
+def _op_tensors(args: tuple, kwargs: dict, out: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """An aten op's input and output tensors: its arguments are tensors, lists of tensors (Tensor[], Tensor?[]) or
+    other values, never deeper (the general pytree walk, `_tensors`, for anything else)."""
+    inputs: list[torch.Tensor] = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            inputs.append(a)
+        elif isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, torch.Tensor):
+                    inputs.append(b)
+                elif isinstance(b, (list, tuple, dict)):
+                    return _tensors((args, kwargs)), _tensors(out)
+        elif isinstance(a, dict):
+            return _tensors((args, kwargs)), _tensors(out)
+    if isinstance(out, torch.Tensor):
+        return inputs, [out]
+    if isinstance(out, (list, tuple)) and all(not isinstance(o, (list, tuple, dict)) for o in out):
+        return inputs, [o for o in out if isinstance(o, torch.Tensor)]
+    return inputs, _tensors(out)
+
+
 class _Labels:
     """The component label stack, pushed and popped by forward hooks on the labelled modules."""
 
@@ -102,9 +124,16 @@ class _Stamp(TorchFunctionMode):
         self.labels = labels
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        grad = torch.is_grad_enabled()
         out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            outputs = [out]
+        elif not grad and not torch.is_grad_enabled():
+            return out                          # no autograd node was made (and no tree to walk)
+        else:
+            outputs = _tensors(out)
         label = self.labels.current
-        for t in _tensors(out):
+        for t in outputs:
             node = t.grad_fn
             if node is not None and "cost_label" not in node.metadata:
                 node.metadata["cost_label"] = label
@@ -287,7 +316,7 @@ class CostCounter(TorchDispatchMode):
         else:
             label = f"{self.labels.current}.forward"
         flops = op_flops(func, args, kwargs, out)
-        inputs, outputs = _tensors((args, kwargs)), _tensors(out)
+        inputs, outputs = _op_tensors(args, kwargs, out)
         moved = sum(t.numel() * t.element_size() for t in inputs + outputs)
         low = any(t.dtype in (torch.bfloat16, torch.float16) for t in inputs if t.is_floating_point())
         self.flops[label] += flops
