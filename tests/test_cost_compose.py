@@ -50,18 +50,25 @@ def test_composed_trace_counts_what_two_whole_steps_count(configs, monkeypatch):
     replays = []
     replay = cost_model.CostCounter.replay
     monkeypatch.setattr(cost_model.CostCounter, "replay", lambda self, seg: (replays.append(seg), replay(self, seg))[1])
-    memo_replays = {}
-    for name, cfg in configs.items():
-        whole = estimate(cfg, gpus=("H100",), compose=False)
+    memo_replays, wholes = {}, {}
+
+    def composed_replaying(name):
         before = len(replays)
-        composed = estimate(cfg, gpus=("H100",))
-        assert _numbers(composed) == _numbers(whole), name
-        memo_replays[name] = {key[0][0] for key, record in memo._CALLS.items()
-                              if record is not None and any(s is record.segment for s in replays[before:])}
+        composed = estimate(configs[name], gpus=("H100",))
+        assert _numbers(composed) == wholes[name], name
+        return {key[0][0] for key, record in memo._CALLS.items()
+                if record is not None and any(s is record.segment for s in replays[before:])}
+
+    for name, cfg in configs.items():
+        wholes[name] = _numbers(estimate(cfg, gpus=("H100",), compose=False))
+        memo_replays[name] = composed_replaying(name)
+    # the same configuration again: every memoised call replayed, the optimiser's step too
+    assert composed_replaying("fusion-k3-reconstruction") >= {"unet", "vae", "generator", "optimizer"}
+    assert composed_replaying("nada-k1") >= {"open_clip", "optimizer"}
     # fusion k=2 traced the pass; k=1 and k=3 (other regularizers) replayed it; NADA's k=1 with frozen biases
     # replayed NADA's; DDS reads the frozen render in its pass: another key, traced
     passes = [seg for seg in replays if any(seg is s for s, _ in cost_model._SELECTIONS.values())]
-    assert len(passes) == 3
+    assert len(passes) == 3 + 2                          # and the two configurations traced again
     # the frozen networks' graph-free calls were replayed (trainables/cost/memo.py): the UNet, the VAE on the
     # frozen render and the renders without a graph where an earlier configuration made the same calls
     assert memo_replays["fusion-no-selection-regs"] >= {"unet", "vae", "generator"}, memo_replays  # k1's rows

@@ -370,7 +370,15 @@ def _prime_optimizer(trainer: Trainer, counter: CostCounter) -> None:
         counter.hold_since_start(t for state in optimizer.state.values() for t in state.values()
                                  if isinstance(t, torch.Tensor))
         optimizer.step = step
-        return step(*args, **kwargs)
+        if args or kwargs:                       # a closure: not memoised
+            return step(*args, **kwargs)
+        # its work is a function of its settings and of the tensors it updates (the parameters with gradients,
+        # their gradients and state): traced once per process for each such set (trainables/cost/memo.py)
+        settings = _json([{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups])
+        updated = [[p, p.grad, *(t for t in optimizer.state[p].values() if isinstance(t, torch.Tensor))]
+                   for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return traced_once(counter, ("optimizer", type(optimizer).__qualname__, settings), "step",
+                           lambda _updated: step(), updated)
 
     optimizer.step = primed
 
