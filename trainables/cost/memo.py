@@ -1,7 +1,12 @@
-"""Frozen networks' calls traced once per process and replayed after: a composed trace's shortcut.
+"""What a tracing process does once and reuses: its fake mode, its frozen networks and their calls.
+
+    fake_mode()                            # the process's one FakeTensorMode (a deep copy keeps it)
+    built_once(recipe, make)               # a frozen network, built once per recipe
+    memoise(module, recipe, counter)       # its forward (and its children's) traced once, then replayed
+    traced_once(counter, recipe, name, fn, *args)   # any such call (a render, the optimiser step)
 
 A call of a frozen network that builds no autograd graph (the critic's UNet under no_grad, the VAE encoding a
-frozen render, the frozen generator's render) does work that is a function of what built the network and of its
+frozen render, the frozen generator's render; the optimiser step, keyed by the tensors it updates) does work that is a function of what built the network and of its
 inputs' metadata alone: the same aten ops, the same FLOPs and bytes, the same rise of live memory above where it
 starts. So the first such call is traced and recorded (CostCounter.segment) with its outputs' shapes, and every
 later call with the same key, in this step or in the next configuration traced by this process, replays the
