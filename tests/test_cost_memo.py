@@ -131,6 +131,7 @@ def test_calls_with_a_graph_or_outside_the_count_are_not_memoised():
             x = torch.empty(2, 4, 8, 8, requires_grad=True)
             module(x).sum().backward()                    # its output needs a graph: refused
         counter.close()
+        assert "forward" not in module.__dict__ and "forward" not in module.conv.__dict__   # unwrapped
     assert memo._CALLS and all(r is None for k, r in memo._CALLS.items() if k[1] == "forward")
 
 

@@ -280,6 +280,11 @@ class CostCounter(TorchDispatchMode):
         with _Stamp(self.labels), self:
             yield self
 
+    def until_close(self, handle: Any) -> None:
+        """Call `handle.remove()` at `close` (as the label hooks are removed): what this trace set on shared
+        modules (trainables/cost/memo.py's wrappers) is undone with it."""
+        self._hooks.append(handle)
+
     def close(self) -> None:
         for h in self._hooks:
             h.remove()

@@ -143,14 +143,28 @@ def memoise(module: torch.nn.Module, recipe: Hashable, counter: CostCounter) -> 
     for name, sub in [("", module), *module.named_children()]:
         if type(sub).forward is torch.nn.Module.forward:
             continue                               # containers (ModuleList, ModuleDict) are not called
-        # the module's own forward (a module built once and traced again was wrapped for an earlier counter)
-        forward = sub.__dict__.setdefault("_cost_forward", sub.forward)
+        forward = sub.forward
 
         @wraps(forward)
         def call(*args, _forward=forward, _name=name or "forward", **kwargs):
             return traced_once(counter, recipe, _name, _forward, *args, **kwargs)
 
+        # undone at the counter's close: a module built once is wrapped afresh by the next trace
+        counter.until_close(_Unwrap(sub))
         sub.forward = call
+
+
+class _Unwrap:
+    """Restores a module's own forward (an instance attribute it had, else its class's)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.had = module, module.__dict__.get("forward")
+
+    def remove(self) -> None:
+        if self.had is None:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.forward = self.had
 
 
 # frozen networks built in this process, by recipe (`built_once`), and the fake mode they belong to

@@ -313,7 +313,7 @@ def selection_key(cfg: AdaptConfig) -> str:
     data = cost_config(cfg)
     data["layers"].pop("k", None)
     data.pop("reg", None)
-    return json.dumps(data, sort_keys=True, default=str)
+    return _json(data)
 
 
 def _wplus_count(trainer: Trainer) -> dict:
